@@ -1,0 +1,206 @@
+"""`abguard policy ...`: validate, show, diff, compile, facts, actions, schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..policy import schema as schemas
+from ..policy.catalog import ACTIONS, FACTS
+from ..policy.compiler import compile_policy
+from ..policy.diff import diff
+from ..policy.documents import read_revision
+from ..policy.policyset import DEFAULT_PROFILE, effective, load_set, validate_set
+
+OK, FINDINGS, USAGE = 0, 1, 2
+DEFAULT_PATH = "policies"
+
+
+def add_parser(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="validate, show, diff and compile policies")
+    verbs = policy.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    validate = verbs.add_parser("validate", help="report every error in the policies, with file:line")
+    validate.add_argument("paths", nargs="*", default=[DEFAULT_PATH], metavar="PATH")
+    _format(validate, ("text", "json"))
+    validate.set_defaults(run=run_validate)
+
+    for name, run, formats, help_text in (
+        ("show", run_show, ("yaml", "json"), "print the effective policy with its digest"),
+        ("compile", run_compile, ("json",), "print the durable_rules ruleset of the effective policy"),
+    ):
+        verb = verbs.add_parser(name, help=help_text)
+        _selection(verb)
+        _format(verb, formats)
+        verb.set_defaults(run=run)
+
+    differ = verbs.add_parser("diff", help="field-by-field diff; threshold changes judged stricter or looser")
+    differ.add_argument("old", metavar="OLD", help="a file, or REV:path read with git")
+    differ.add_argument("new", metavar="NEW", help="a file, or REV:path read with git")
+    _format(differ, ("text", "json"))
+    differ.set_defaults(run=run_diff)
+
+    facts = verbs.add_parser("facts", help="the fact names `when` expressions may use")
+    _format(facts, ("text", "json"))
+    facts.set_defaults(run=run_facts)
+
+    actions = verbs.add_parser("actions", help="the named actions a condition may ask for")
+    _format(actions, ("text", "json"))
+    actions.set_defaults(run=run_actions)
+
+    schema = verbs.add_parser("schema", help="print the JSON Schemas, or --write them to a folder")
+    schema.add_argument("--write", metavar="DIR", help="write the schema files here (e.g. policies/schema)")
+    schema.add_argument("--check", metavar="DIR", help="exit 1 if the files in DIR are not current")
+    schema.set_defaults(run=run_schema)
+
+
+def _format(parser: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
+    parser.add_argument("--format", choices=choices, default=choices[0])
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policies", default=DEFAULT_PATH, metavar="DIR", help="policy folder (default: policies)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
+    parser.add_argument("--env", default=None, help="environment overlay (dev, staging, prod); default none")
+
+
+def _register(policy: Any, ruleset: dict[str, Any]) -> None:
+    from ..rules.registry import register  # durable_rules loads only when a ruleset is registered
+
+    register(policy, ruleset)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    found = load_set(args.paths)
+    problems = validate_set(found, register=_register)
+    if args.format == "json":
+        print(json.dumps({"valid": not problems, "errors": [d.as_dict() for d in problems]}, indent=2))
+    else:
+        for problem in problems:
+            print(problem.text())
+        if problems:
+            print(f"{len(problems)} error{'s' if len(problems) != 1 else ''}", file=sys.stderr)
+    return FINDINGS if problems else OK
+
+
+def _effective(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    found = load_set([args.policies])
+    profile = None if args.profile in (None, "none") else args.profile
+    policy, data, problems = effective(found, profile, args.env)
+    if policy is None:
+        for problem in problems or found.diagnostics:
+            print(problem.text(), file=sys.stderr)
+        return None, None
+    return policy, data
+
+
+def run_show(args: argparse.Namespace) -> int:
+    policy, data = _effective(args)
+    if policy is None or data is None:
+        return FINDINGS
+    document = {
+        "apiVersion": "abguard/v1",
+        "kind": "EffectivePolicy",
+        "metadata": {
+            "name": policy.name,
+            "version": policy.version,
+            "digest": policy.digest,
+            "profile": policy.profile,
+            "environment": policy.environment,
+        },
+        "spec": data["spec"],
+    }
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, width=120), end="")
+    return OK
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    policy, _ = _effective(args)
+    if policy is None:
+        return FINDINGS
+    from ..rules.durable_adapter import dumps
+
+    # the exact text durable_rules registers: positional numbers, no exponents
+    print(json.dumps(json.loads(dumps(compile_policy(policy))), indent=2))
+    return OK
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    sides = []
+    for spec in (args.old, args.new):
+        document, problems = read_revision(spec)
+        if document is None:
+            for problem in problems:
+                print(problem.text(), file=sys.stderr)
+            return USAGE
+        sides.append(document.data)
+    changes = diff(sides[0], sides[1])
+    if args.format == "json":
+        print(json.dumps({"changed": bool(changes), "changes": [c.as_dict() for c in changes]}, indent=2))
+    elif changes:
+        rows = [("PATH", "OLD", "NEW", "EFFECT")] + [
+            (c.path, _cell(c.old), _cell(c.new), c.effect) for c in changes
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    else:
+        print("no changes")
+    return FINDINGS if changes else OK
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def run_facts(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        print(json.dumps([{"name": f.name, "unit": f.unit, "description": f.description} for f in FACTS.values()], indent=2))
+        return OK
+    width = max(len(name) for name in FACTS)
+    for fact in FACTS.values():
+        print(f"{fact.name.ljust(width)}  {fact.unit:<12}  {fact.description}")
+    return OK
+
+
+def run_actions(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        rows = [{"name": a.name, "params": a.params, "required": list(a.required), "description": a.description} for a in ACTIONS.values()]
+        print(json.dumps(rows, indent=2))
+        return OK
+    for action in ACTIONS.values():
+        params = ", ".join(f"{k}{'' if k in action.required else '?'}: {t}" for k, t in action.params.items())
+        print(f"{action.name:<20}  {{{params}}}  {action.description}")
+    return OK
+
+
+def schema_texts() -> dict[str, str]:
+    return {file: json.dumps(schemas.build(kind), indent=2) + "\n" for kind, file in schemas.SCHEMA_FILES.items()}
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    texts = schema_texts()
+    if args.check:
+        stale = [f for f, text in texts.items() if not (Path(args.check) / f).exists() or (Path(args.check) / f).read_text() != text]
+        for file in stale:
+            print(f"{Path(args.check) / file} is out of date: run `abguard policy schema --write {args.check}`", file=sys.stderr)
+        return FINDINGS if stale else OK
+    if args.write:
+        folder = Path(args.write)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, text in texts.items():
+            (folder / file).write_text(text)
+        return OK
+    print(json.dumps({kind: schemas.build(kind) for kind in schemas.SCHEMA_FILES}, indent=2))
+    return OK

@@ -1,0 +1,47 @@
+"""Effective policy -> durable_rules ruleset: one rule per indicator, then a catch-all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .expr import AllOf, AnyOf, Compare, Expr
+from .model import Policy
+
+CATCH_ALL = "abguard.catch_all"
+MARKER = "abguard_eval"  # every asserted message carries it; the catch-all tests it
+CRITICAL_PRIORITY = 1
+INDICATOR_PRIORITY = 2
+CATCH_ALL_PRIORITY = 3
+
+_OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "==": "$eq", "!=": "$neq"}
+
+
+def compile_policy(policy: Policy) -> dict[str, dict[str, Any]]:
+    """The ruleset JSON durable_rules registers; each rule's action is its indicator id."""
+    rules: dict[str, Any] = {}
+    for indicator in policy.indicators:
+        rules[indicator.id] = {
+            "all": [{"m": condition(indicator.expr)}],
+            "pri": CRITICAL_PRIORITY if indicator.critical else INDICATOR_PRIORITY,
+            "run": indicator.id,
+        }
+    rules[CATCH_ALL] = {"all": [{"m": {"$ex": {MARKER: 1}}}], "pri": CATCH_ALL_PRIORITY, "run": CATCH_ALL}
+    return {policy.ruleset_name: rules}
+
+
+def condition(expr: Expr) -> dict[str, Any]:
+    if isinstance(expr, AllOf):
+        return {"$and": [condition(item) for item in expr.items]}
+    if isinstance(expr, AnyOf):
+        return {"$or": [condition(item) for item in expr.items]}
+    return _comparison(expr)
+
+
+def _comparison(expr: Compare) -> dict[str, Any]:
+    if expr.other is None:
+        right: Any = expr.value
+    elif expr.factor == 1.0:
+        right = {"$m": expr.other}
+    else:
+        right = {"$mul": {"$l": {"$m": expr.other}, "$r": expr.factor}}
+    return {_OPERATORS[expr.op]: {expr.fact: right}}

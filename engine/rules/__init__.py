@@ -1,0 +1,1 @@
+"""Adapters to rule engines: durable_rules lives behind `durable_adapter`."""
