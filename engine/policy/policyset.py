@@ -45,8 +45,9 @@ def load_set(paths: list[str]) -> PolicySet:
     for file in files:
         document, problems = read_file(file)
         found.diagnostics += problems
-        if document is None:
+        if document is None or problems:
             found.invalid.add(file)
+        if document is None:
             continue
         schema_problems = check_document(document)
         found.diagnostics += schema_problems

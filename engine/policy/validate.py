@@ -88,6 +88,7 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterat
             yield merged.diagnostic((*path, "thresholds", key), "threshold-range", f"{value} is outside ±{MAX_THRESHOLD:g}")
     used: set[str] = set()
     seen: set[str] = set()
+    parsed_all = True
     for index, item in enumerate(body["indicators"]):
         where = (*path, "indicators", index)
         if item["name"] in seen:
@@ -97,9 +98,10 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterat
             expr = parse(item["when"], FACTS, thresholds)
         except ExprError as error:
             yield merged.diagnostic((*where, "when"), error.code, f"{error.message} in {item['when']!r}")
+            parsed_all = False
             continue
         used.update(name for leaf in _leaves(expr) for name in leaf)
-    for key in thresholds:
+    for key in thresholds if parsed_all else ():  # a broken expression may be the one using it
         if key not in used and key not in _ENGINE_THRESHOLDS:
             yield merged.diagnostic((*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator")
     sensitivity = body.get("sensitivity")
