@@ -58,7 +58,9 @@ def test_validate_usage_error_exits_two(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_show_prints_name_version_digest(capsys: pytest.CaptureFixture[str]) -> None:
     """show merges base + profile + environment and names the result."""
-    code, out, _ = run(capsys, "policy", "show", "--policies", str(ROOT / "policies"), "--profile", "conservative", "--env", "dev")
+    code, out, _ = run(
+        capsys, "policy", "show", "--policies", str(ROOT / "policies"), "--profile", "conservative", "--env", "dev"
+    )
     document = yaml.safe_load(out)
     assert code == 0
     assert document["metadata"]["name"] == "default"
@@ -138,7 +140,10 @@ def test_diff_judges_threshold_direction(capsys: pytest.CaptureFixture[str], pol
     assert changes["spec.conditions.accuracy.thresholds.accuracy_threshold"]["effect"] == "stricter"
     assert changes["spec.conditions.error_rate.thresholds.error_rate_threshold"]["effect"] == "looser"
     assert changes["spec.conditions.accuracy.indicators.below_threshold.for"]["effect"] == "stricter"
-    assert changes["spec.conditions.error_rate.indicators.above_baseline.when"]["old"] == "errors.rate > error_rate_baseline"
+    assert (
+        changes["spec.conditions.error_rate.indicators.above_baseline.when"]["old"]
+        == "errors.rate > error_rate_baseline"
+    )
     assert changes["spec.decision.rules.high_risk.if.min_score"]["effect"] == "stricter"
     assert len(changes) == 5
 
@@ -147,8 +152,12 @@ def test_diff_literal_in_expression(capsys: pytest.CaptureFixture[str], tmp_path
     """A changed number inside `when` is judged when the expression keeps its shape."""
     base = (ROOT / "policies" / "default.yaml").read_text()
     old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
-    old.write_text(base.replace("when: cache.response_time_ms > cache_response_time_ms", "when: cache.response_time_ms > 5"))
-    new.write_text(base.replace("when: cache.response_time_ms > cache_response_time_ms", "when: cache.response_time_ms > 4"))
+    old.write_text(
+        base.replace("when: cache.response_time_ms > cache_response_time_ms", "when: cache.response_time_ms > 5")
+    )
+    new.write_text(
+        base.replace("when: cache.response_time_ms > cache_response_time_ms", "when: cache.response_time_ms > 4")
+    )
     code, out, _ = run(capsys, "policy", "diff", str(old), str(new))
     assert code == 1
     row = next(line for line in out.splitlines() if ".slow.when" in line)
@@ -168,15 +177,30 @@ def test_diff_reads_git_revisions(tmp_path: Path) -> None:
     (repo / "policies").mkdir(parents=True)
     policy = repo / "policies" / "default.yaml"
     policy.write_text((ROOT / "policies" / "default.yaml").read_text())
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     git = ["git", "-C", str(repo)]
     subprocess.run([*git, "init", "-q"], check=True, env=env)
     subprocess.run([*git, "add", "."], check=True, env=env)
     subprocess.run([*git, "commit", "-qm", "v1"], check=True, env=env)
     policy.write_text(policy.read_text().replace("accuracy_threshold: 0.85", "accuracy_threshold: 0.8"))
     result = subprocess.run(
-        [str(Path(os.sys.executable).parent / "abguard"), "policy", "diff", "HEAD:policies/default.yaml", "policies/default.yaml"],
-        cwd=repo, capture_output=True, text=True, check=False,
+        [
+            str(Path(os.sys.executable).parent / "abguard"),
+            "policy",
+            "diff",
+            "HEAD:policies/default.yaml",
+            "policies/default.yaml",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1, result.stderr
     assert "accuracy_threshold" in result.stdout
@@ -190,10 +214,14 @@ def test_diff_unreadable_side_exits_two(capsys: pytest.CaptureFixture[str], tmp_
     assert "cannot read" in err
 
 
-@pytest.mark.parametrize(("profile", "env"), [("balanced", None), ("conservative", "dev")], ids=["balanced", "conservative-dev"])
+@pytest.mark.parametrize(
+    ("profile", "env"), [("balanced", None), ("conservative", "dev")], ids=["balanced", "conservative-dev"]
+)
 def test_compiled_ruleset_matches_golden(capsys: pytest.CaptureFixture[str], profile: str, env: str | None) -> None:
     """The compiled ruleset is what the golden file records (ABGUARD_UPDATE_GOLDEN=1 rewrites it)."""
-    argv = ["policy", "compile", "--policies", str(ROOT / "policies"), "--profile", profile] + (["--env", env] if env else [])
+    argv = ["policy", "compile", "--policies", str(ROOT / "policies"), "--profile", profile] + (
+        ["--env", env] if env else []
+    )
     code, out, _ = run(capsys, *argv)
     assert code == 0
     golden = GOLDEN / f"ruleset-{profile}{'-' + env if env else ''}.json"
@@ -205,7 +233,7 @@ def test_compiled_ruleset_matches_golden(capsys: pytest.CaptureFixture[str], pro
 def test_compiled_ruleset_shape(capsys: pytest.CaptureFixture[str]) -> None:
     """One rule per indicator named by its id, pri on every rule, the catch-all last and lowest."""
     _, out, _ = run(capsys, "policy", "compile", "--policies", str(ROOT / "policies"))
-    (name, rules), = json.loads(out).items()
+    ((name, rules),) = json.loads(out).items()
     assert name.startswith("default-v1-")
     assert all("pri" in rule and rule["run"] == rule_id for rule_id, rule in rules.items())
     assert list(rules)[-1] == "abguard.catch_all"
@@ -225,7 +253,9 @@ def test_facts_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
 def test_schema_files_are_current() -> None:
     """policies/schema/*.json are exactly what `abguard policy schema --write` produces."""
     for file, text in schema_texts().items():
-        assert (ROOT / "policies" / "schema" / file).read_text() == text, f"run: abguard policy schema --write policies/schema ({file})"
+        assert (ROOT / "policies" / "schema" / file).read_text() == text, (
+            f"run: abguard policy schema --write policies/schema ({file})"
+        )
 
 
 def test_every_policy_file_names_its_schema() -> None:

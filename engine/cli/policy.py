@@ -16,6 +16,8 @@ from ..policy.compiler import compile_policy
 from ..policy.diff import diff
 from ..policy.documents import read_revision
 from ..policy.policyset import DEFAULT_PROFILE, effective, load_set, validate_set
+from ..rules.durable_adapter import dumps
+from ..rules.registry import register
 
 OK, FINDINGS, USAGE = 0, 1, 2
 DEFAULT_PATH = "policies"
@@ -70,8 +72,6 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 
 
 def _register(policy: Any, ruleset: dict[str, Any]) -> None:
-    from ..rules.registry import register  # durable_rules loads only when a ruleset is registered
-
     register(policy, ruleset)
 
 
@@ -126,8 +126,6 @@ def run_compile(args: argparse.Namespace) -> int:
     policy, _ = _effective(args)
     if policy is None:
         return FINDINGS
-    from ..rules.durable_adapter import dumps
-
     # the exact text durable_rules registers: positional numbers, no exponents
     print(json.dumps(json.loads(dumps(compile_policy(policy))), indent=2))
     return OK
@@ -146,9 +144,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"changed": bool(changes), "changes": [c.as_dict() for c in changes]}, indent=2))
     elif changes:
-        rows = [("PATH", "OLD", "NEW", "EFFECT")] + [
-            (c.path, _cell(c.old), _cell(c.new), c.effect) for c in changes
-        ]
+        rows = [("PATH", "OLD", "NEW", "EFFECT")] + [(c.path, _cell(c.old), _cell(c.new), c.effect) for c in changes]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
             print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
@@ -166,7 +162,11 @@ def _cell(value: Any) -> str:
 
 def run_facts(args: argparse.Namespace) -> int:
     if args.format == "json":
-        print(json.dumps([{"name": f.name, "unit": f.unit, "description": f.description} for f in FACTS.values()], indent=2))
+        print(
+            json.dumps(
+                [{"name": f.name, "unit": f.unit, "description": f.description} for f in FACTS.values()], indent=2
+            )
+        )
         return OK
     width = max(len(name) for name in FACTS)
     for fact in FACTS.values():
@@ -176,7 +176,10 @@ def run_facts(args: argparse.Namespace) -> int:
 
 def run_actions(args: argparse.Namespace) -> int:
     if args.format == "json":
-        rows = [{"name": a.name, "params": a.params, "required": list(a.required), "description": a.description} for a in ACTIONS.values()]
+        rows = [
+            {"name": a.name, "params": a.params, "required": list(a.required), "description": a.description}
+            for a in ACTIONS.values()
+        ]
         print(json.dumps(rows, indent=2))
         return OK
     for action in ACTIONS.values():
@@ -192,9 +195,16 @@ def schema_texts() -> dict[str, str]:
 def run_schema(args: argparse.Namespace) -> int:
     texts = schema_texts()
     if args.check:
-        stale = [f for f, text in texts.items() if not (Path(args.check) / f).exists() or (Path(args.check) / f).read_text() != text]
+        stale = [
+            f
+            for f, text in texts.items()
+            if not (Path(args.check) / f).exists() or (Path(args.check) / f).read_text() != text
+        ]
         for file in stale:
-            print(f"{Path(args.check) / file} is out of date: run `abguard policy schema --write {args.check}`", file=sys.stderr)
+            print(
+                f"{Path(args.check) / file} is out of date: run `abguard policy schema --write {args.check}`",
+                file=sys.stderr,
+            )
         return FINDINGS if stale else OK
     if args.write:
         folder = Path(args.write)

@@ -110,13 +110,12 @@ def _indicator_effect(field: str, old: Any, new: Any, old_doc: Any, new_doc: Any
     if field == "critical":
         return "stricter" if bool(new) and not bool(old) else "looser" if bool(old) and not bool(new) else ""
     if field == "when" and isinstance(old, str) and isinstance(new, str):
-        before = comparisons(parse(old, FACTS, old_doc["spec"]["conditions"][condition].get("thresholds", {})))
-        after = comparisons(parse(new, FACTS, new_doc["spec"]["conditions"][condition].get("thresholds", {})))
-        shape = [(c.fact, c.op, c.other) for c in before] == [(c.fact, c.op, c.other) for c in after]
-        if not shape:
+        old_leaves = comparisons(parse(old, FACTS, old_doc["spec"]["conditions"][condition].get("thresholds", {})))
+        new_leaves = comparisons(parse(new, FACTS, new_doc["spec"]["conditions"][condition].get("thresholds", {})))
+        if [(c.fact, c.op, c.other) for c in old_leaves] != [(c.fact, c.op, c.other) for c in new_leaves]:
             return ""
         effects = set()
-        for a, b in zip(before, after, strict=True):
+        for a, b in zip(old_leaves, new_leaves, strict=True):
             x, y = (a.value, b.value) if a.other is None else (a.factor, b.factor)
             if x is not None and y is not None and x != y:
                 effects.add(_direction([_effective_op(a)], raised=y > x))

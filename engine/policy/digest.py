@@ -17,9 +17,7 @@ _PROSE_KEYS = {"description"}  # words for people; they change no decision
 def canonical(data: dict[str, Any]) -> dict[str, Any]:
     """Name, version and spec with durations in seconds, numbers normalised, expressions re-rendered."""
     spec = data["spec"]
-    conditions = {
-        name: _condition(body) for name, body in spec.get("conditions", {}).items()
-    }
+    conditions = {name: _condition(body) for name, body in spec.get("conditions", {}).items()}
     body = {**spec, "conditions": conditions}
     return {"name": data["metadata"]["name"], "version": data["metadata"]["version"], "spec": _normalise(body)}
 

@@ -81,8 +81,13 @@ def _index(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[D
             child = (*path, key)
             if key in seen:
                 problems.append(
-                    Diagnostic(file, key_node.start_mark.line + 1, format_path(child), "yaml-duplicate-key",
-                               f"key '{key}' appears twice: the second would silently win")
+                    Diagnostic(
+                        file,
+                        key_node.start_mark.line + 1,
+                        format_path(child),
+                        "yaml-duplicate-key",
+                        f"key '{key}' appears twice: the second would silently win",
+                    )
                 )
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
@@ -104,9 +109,7 @@ def read_revision(spec: str) -> tuple[Document | None, list[Diagnostic]]:
     """`REV:path` reads the file as committed at REV (git show); anything else is a plain path."""
     if ":" in spec and not FsPath(spec).exists():
         revision, _, path = spec.partition(":")
-        result = subprocess.run(
-            ["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "git show failed"
             return None, [Diagnostic(spec, 0, "$", "file-unreadable", f"cannot read {spec}: {reason}")]

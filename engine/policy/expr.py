@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 MAX_EXPRESSION_LENGTH = 2000
@@ -160,7 +160,9 @@ class _Converter:
             if left.fact is not None or right.fact is not None:
                 raise ExprError("expr-nonlinear", "+ and - may join numbers and thresholds, not facts")
             sign = 1.0 if isinstance(node.op, ast.Add) else -1.0
-            return _checked(_Term(left.coefficient + sign * right.coefficient, None, left.thresholds + right.thresholds))
+            return _checked(
+                _Term(left.coefficient + sign * right.coefficient, None, left.thresholds + right.thresholds)
+            )
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             inner = self.term(node.operand)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
@@ -242,7 +244,7 @@ def evaluate(expr: Expr, facts: Mapping[str, float]) -> bool:
     return _COMPARE[expr.op](left, right)
 
 
-_COMPARE = {
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
     ">": lambda a, b: a > b,

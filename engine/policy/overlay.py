@@ -9,7 +9,6 @@ from typing import Any
 from .diagnostics import Diagnostic, Path
 from .documents import Document
 
-
 # Lists whose items an overlay addresses by `name`; any other list is replaced whole.
 NAMED_LISTS = frozenset({"indicators", "rules", "levels"})
 

@@ -62,7 +62,9 @@ def _place(found: PolicySet, document: Document) -> None:
     if kind == "RiskPolicy":
         if found.base is not None:
             found.diagnostics.append(
-                document.diagnostic(("kind",), "policy-duplicate", f"a second RiskPolicy; the first is {found.base.file}")
+                document.diagnostic(
+                    ("kind",), "policy-duplicate", f"a second RiskPolicy; the first is {found.base.file}"
+                )
             )
             return
         found.base = document
@@ -70,7 +72,9 @@ def _place(found: PolicySet, document: Document) -> None:
         table = found.profiles if kind == "Profile" else found.environments
         if name in table:
             found.diagnostics.append(
-                document.diagnostic(("metadata", "name"), "overlay-duplicate", f"{kind} '{name}' is also defined in {table[name].file}")
+                document.diagnostic(
+                    ("metadata", "name"), "overlay-duplicate", f"{kind} '{name}' is also defined in {table[name].file}"
+                )
             )
             return
         table[name] = document
@@ -89,7 +93,9 @@ def effective(
             continue
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
-            problems.append(Diagnostic(found.base.file, 0, "$", f"unknown-{label}", f"no {label} '{name}' (known: {known})"))
+            problems.append(
+                Diagnostic(found.base.file, 0, "$", f"unknown-{label}", f"no {label} '{name}' (known: {known})")
+            )
         else:
             overlays.append(table[name])
     if problems:
@@ -99,7 +105,9 @@ def effective(
         return None, None, [d for d in found.diagnostics if d.file in {doc.file for doc in used}]
     merged, problems = merge(found.base, overlays)
     schema_errors = [_schema_diagnostic(merged.base, e) for e in _validator("RiskPolicy").iter_errors(merged.data)]
-    problems += [merged.diagnostic(_path_of(d), d.code, d.message) for d in schema_errors] if overlays else schema_errors
+    problems += (
+        [merged.diagnostic(_path_of(d), d.code, d.message) for d in schema_errors] if overlays else schema_errors
+    )
     if not problems:
         problems += check_effective(merged)
     if problems:
@@ -136,7 +144,13 @@ def validate_set(found: PolicySet, register: Registrar | None = None) -> list[Di
                     register(policy, compile_policy(policy))
                 except Exception as error:  # the rule engine's refusal, whatever its type
                     problems.append(
-                        Diagnostic(found.base.file, 0, "$", "ruleset-rejected", f"durable_rules refused the compiled ruleset: {error}")
+                        Diagnostic(
+                            found.base.file,
+                            0,
+                            "$",
+                            "ruleset-rejected",
+                            f"durable_rules refused the compiled ruleset: {error}",
+                        )
                     )
     return unique_sorted(problems)
 

@@ -60,7 +60,11 @@ def _action() -> dict[str, Any]:
         "type": "object",
         "description": "An automatic action the condition asks for when it triggers.",
         "properties": {
-            "name": {"enum": sorted(ACTIONS), CODE_KEY: "unknown-action", "description": "see `abguard policy actions`"},
+            "name": {
+                "enum": sorted(ACTIONS),
+                CODE_KEY: "unknown-action",
+                "description": "see `abguard policy actions`",
+            },
             "params": {"type": "object"},
         },
         "required": ["name"],

@@ -85,14 +85,18 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterat
     thresholds = body.get("thresholds", {})
     for key, value in thresholds.items():
         if not math.isfinite(value) or abs(value) > MAX_THRESHOLD:
-            yield merged.diagnostic((*path, "thresholds", key), "threshold-range", f"{value} is outside ±{MAX_THRESHOLD:g}")
+            yield merged.diagnostic(
+                (*path, "thresholds", key), "threshold-range", f"{value} is outside ±{MAX_THRESHOLD:g}"
+            )
     used: set[str] = set()
     seen: set[str] = set()
     parsed_all = True
     for index, item in enumerate(body["indicators"]):
         where = (*path, "indicators", index)
         if item["name"] in seen:
-            yield merged.diagnostic((*where, "name"), "duplicate-indicator", f"indicator '{item['name']}' is defined twice")
+            yield merged.diagnostic(
+                (*where, "name"), "duplicate-indicator", f"indicator '{item['name']}' is defined twice"
+            )
         seen.add(item["name"])
         try:
             expr = parse(item["when"], FACTS, thresholds)
@@ -103,11 +107,15 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterat
         used.update(name for leaf in _leaves(expr) for name in leaf)
     for key in thresholds if parsed_all else ():  # a broken expression may be the one using it
         if key not in used and key not in _ENGINE_THRESHOLDS:
-            yield merged.diagnostic((*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator")
+            yield merged.diagnostic(
+                (*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator"
+            )
     sensitivity = body.get("sensitivity")
     levels = body.get("sensitivity_levels") or {}
     if sensitivity is not None and sensitivity not in levels:
-        yield merged.diagnostic((*path, "sensitivity"), "unknown-sensitivity", f"no sensitivity_levels entry for '{sensitivity}'")
+        yield merged.diagnostic(
+            (*path, "sensitivity"), "unknown-sensitivity", f"no sensitivity_levels entry for '{sensitivity}'"
+        )
     for index, action in enumerate(body.get("actions", [])):
         if action["name"] not in ACTIONS:
             continue  # the schema reported it
@@ -132,7 +140,9 @@ def _check_action_params(merged: Merged, path: Path, action: dict[str, Any]) -> 
     for key in params:
         if key not in spec.params:
             known = ", ".join(spec.params) or "none"
-            yield merged.diagnostic((*path, "params", key), "action-param", f"action '{spec.name}' takes no '{key}' (takes: {known})")
+            yield merged.diagnostic(
+                (*path, "params", key), "action-param", f"action '{spec.name}' takes no '{key}' (takes: {known})"
+            )
 
 
 def _check_levels(merged: Merged, levels: list[dict[str, Any]]) -> Iterator[Diagnostic]:
@@ -144,10 +154,16 @@ def _check_levels(merged: Merged, levels: list[dict[str, Any]]) -> Iterator[Diag
             yield merged.diagnostic((*where, "name"), "level-bands", f"level '{band['name']}' appears twice")
         names.add(band["name"])
         if band["min"] >= band["max"]:
-            yield merged.diagnostic(where, "level-bands", f"band '{band['name']}' is empty: min {band['min']} >= max {band['max']}")
+            yield merged.diagnostic(
+                where, "level-bands", f"band '{band['name']}' is empty: min {band['min']} >= max {band['max']}"
+            )
         if not math.isclose(band["min"], expected, abs_tol=1e-12):
             problem = "overlaps the previous band" if band["min"] < expected else "leaves a gap after the previous band"
-            yield merged.diagnostic((*where, "min"), "level-bands", f"band '{band['name']}' starts at {band['min']}: {problem} (ends at {expected})")
+            yield merged.diagnostic(
+                (*where, "min"),
+                "level-bands",
+                f"band '{band['name']}' starts at {band['min']}: {problem} (ends at {expected})",
+            )
         expected = band["max"]
     if levels and not math.isclose(expected, 1.0):
         yield merged.diagnostic(("spec", "levels"), "level-bands", f"bands end at {expected}; scores go up to 1.0")
@@ -159,10 +175,16 @@ def _check_rules(merged: Merged, rules: list[dict[str, Any]], levels: set[str]) 
     for index, rule in enumerate(rules):
         where = ("spec", "decision", "rules", index)
         if rule["name"] in names:
-            yield merged.diagnostic((*where, "name"), "duplicate-rule", f"decision rule '{rule['name']}' is defined twice")
+            yield merged.diagnostic(
+                (*where, "name"), "duplicate-rule", f"decision rule '{rule['name']}' is defined twice"
+            )
         names.add(rule["name"])
         if default_at is not None:
-            yield merged.diagnostic(where, "unreachable-rule", f"rule '{rule['name']}' comes after '{rules[default_at]['name']}', which always matches")
+            yield merged.diagnostic(
+                where,
+                "unreachable-rule",
+                f"rule '{rule['name']}' comes after '{rules[default_at]['name']}', which always matches",
+            )
         when = rule.get("if")
         if not when:
             default_at = index
@@ -170,9 +192,15 @@ def _check_rules(merged: Merged, rules: list[dict[str, Any]], levels: set[str]) 
         if "level" in when and when["level"] not in levels:
             yield merged.diagnostic((*where, "if", "level"), "unknown-level", f"no level band named '{when['level']}'")
         if "held_for" in when and "min_score" not in when and "level" not in when:
-            yield merged.diagnostic((*where, "if", "held_for"), "held-for-alone", "held_for needs min_score or level: held what?")
+            yield merged.diagnostic(
+                (*where, "if", "held_for"), "held-for-alone", "held_for needs min_score or level: held what?"
+            )
     if default_at is None:
-        yield merged.diagnostic(("spec", "decision", "rules"), "no-default-rule", "the last decision rule must have no `if`, so every score gets an action")
+        yield merged.diagnostic(
+            ("spec", "decision", "rules"),
+            "no-default-rule",
+            "the last decision rule must have no `if`, so every score gets an action",
+        )
 
 
 def _check_size(merged: Merged, conditions: dict[str, Any]) -> Iterator[Diagnostic]:
@@ -200,4 +228,6 @@ def check_durations(merged: Merged) -> Iterator[Diagnostic]:
     for name, body in merged.data["spec"]["conditions"].items():
         for key in ("window", "baseline_window"):
             if key in body and parse_duration(body[key]) <= 0:
-                yield merged.diagnostic(("spec", "conditions", name, key), "duration-invalid", f"{key} must be longer than zero")
+                yield merged.diagnostic(
+                    ("spec", "conditions", name, key), "duration-invalid", f"{key} must be longer than zero"
+                )

@@ -63,10 +63,10 @@ def dumps(value: Any, **_: Any) -> str:
 
 
 # durable.engine calls json.dumps/json.loads through its module global `json`.
-_durable.json = types.SimpleNamespace(dumps=dumps, loads=json.loads)  # type: ignore[attr-defined]
+_durable.json = types.SimpleNamespace(dumps=dumps, loads=json.loads)
 
 
-class _Host(_durable.Host):  # type: ignore[misc]
+class _Host(_durable.Host):  # type: ignore[misc]  # durable_rules ships no type hints
     """A Host without background threads whose named actions record the rule that fired."""
 
     def __init__(self) -> None:
@@ -98,7 +98,7 @@ class CompiledRuleset:
             raise RulesetError(f"durable_rules refused ruleset {name!r}: {error}") from error
 
     def fire(self, facts: Mapping[str, float]) -> list[str]:
-        message = dict(facts)
+        message: dict[str, Any] = dict(facts)
         message["sid"] = SID
         message[self._marker] = 1
         with self._lock:

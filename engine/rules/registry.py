@@ -12,5 +12,5 @@ from .durable_adapter import CompiledRuleset
 def register(policy: Policy, ruleset: dict[str, Any] | None = None) -> CompiledRuleset:
     """A durable_rules ruleset for the policy; raises RulesetError if durable_rules refuses it."""
     ruleset = ruleset if ruleset is not None else compile_policy(policy)
-    (name, rules), = ruleset.items()
+    ((name, rules),) = ruleset.items()
     return CompiledRuleset(name, rules, CATCH_ALL, MARKER)
