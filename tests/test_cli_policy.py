@@ -139,7 +139,7 @@ def test_diff_judges_threshold_direction(capsys: pytest.CaptureFixture[str], pol
     assert code == 1
     assert changes["spec.conditions.accuracy.thresholds.accuracy_threshold"]["effect"] == "stricter"
     assert changes["spec.conditions.error_rate.thresholds.error_rate_threshold"]["effect"] == "looser"
-    assert changes["spec.conditions.accuracy.indicators.below_threshold.for"]["effect"] == "stricter"
+    assert changes["spec.conditions.accuracy.indicators.below_threshold_sustained.for"]["effect"] == "stricter"
     assert (
         changes["spec.conditions.error_rate.indicators.above_baseline.when"]["old"]
         == "errors.rate > error_rate_baseline"
@@ -239,7 +239,7 @@ def test_compiled_ruleset_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert list(rules)[-1] == "abguard.catch_all"
     assert rules["abguard.catch_all"]["pri"] > max(r["pri"] for k, r in rules.items() if k != "abguard.catch_all")
     assert rules["accuracy.significant_regression"]["pri"] < rules["accuracy.sudden_drop"]["pri"]
-    assert len(rules) == 1 + 37
+    assert len(rules) == 1 + 40
 
 
 def test_facts_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
