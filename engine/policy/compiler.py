@@ -39,9 +39,11 @@ def condition(expr: Expr) -> dict[str, Any]:
 
 def _comparison(expr: Compare) -> dict[str, Any]:
     if expr.other is None:
-        right: Any = expr.value
-    elif expr.factor == 1.0:
-        right = {"$m": expr.other}
+        return {_OPERATORS[expr.op]: {expr.fact: expr.value}}
+    if expr.factor == 1.0:
+        right: Any = {"$m": expr.other}
     else:
         right = {"$mul": {"$l": {"$m": expr.other}, "$r": expr.factor}}
-    return {_OPERATORS[expr.op]: {expr.fact: right}}
+    # durable_rules lets `a < b` hold when b is missing once an earlier test in the rule
+    # held (measured); a comparison naming a missing fact must be false, so say b exists.
+    return {"$and": [{"$ex": {expr.other: 1}}, {_OPERATORS[expr.op]: {expr.fact: right}}]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ def parse(text: str, facts: Mapping[str, object], thresholds: Mapping[str, float
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise ExprError("expr-too-long", f"expression longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "invalid decimal literal" in `1and`
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as error:
         raise ExprError("expr-syntax", f"syntax error at column {error.offset or 0}: {error.msg}") from None
     except (ValueError, RecursionError, MemoryError) as error:
@@ -136,11 +139,14 @@ class _Converter:
         if left.coefficient < 0:
             op = _MIRRORED[op]
         names = tuple(dict.fromkeys(left.thresholds + right.thresholds))
-        if right.fact is None:
-            return Compare(left.fact, op, value=right.coefficient / left.coefficient, thresholds=names)
-        if right.coefficient == 0:
+        if right.coefficient == 0 and right.fact is not None:
             raise ExprError("expr-zero", f"{right.fact} is multiplied by zero")
-        return Compare(left.fact, op, other=right.fact, factor=right.coefficient / left.coefficient, thresholds=names)
+        quotient = right.coefficient / left.coefficient
+        if not math.isfinite(quotient) or (quotient == 0 and right.coefficient != 0):
+            raise ExprError("expr-not-finite", "the numbers of this comparison over- or underflow when normalised")
+        if right.fact is None:
+            return Compare(left.fact, op, value=quotient, thresholds=names)
+        return Compare(left.fact, op, other=right.fact, factor=quotient, thresholds=names)
 
     def term(self, node: ast.expr) -> _Term:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Div):
@@ -170,7 +176,10 @@ class _Converter:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise ExprError("expr-forbidden", f"only numbers may appear as literals, found {node.value!r}")
-            return _checked(_Term(float(node.value), None, ()))
+            try:
+                return _checked(_Term(float(node.value), None, ()))
+            except OverflowError:
+                raise ExprError("expr-not-finite", "a number in the expression is too large") from None
         if isinstance(node, ast.Name | ast.Attribute):
             return self.name(node)
         raise ExprError("expr-forbidden", f"{_describe(node)} is not allowed in an expression")
@@ -277,9 +286,9 @@ def dnf_branches(expr: Expr) -> int:
 
 
 def dnf_terms(expr: Expr) -> int:
-    """Comparisons durable_rules builds for this rule after expanding it to disjunctive form."""
+    """Conditions durable_rules builds for this rule after expanding it to disjunctive form."""
     if isinstance(expr, Compare):
-        return 1
+        return 1 if expr.other is None else 2  # fact-vs-fact also tests that the other fact exists
     if isinstance(expr, AnyOf):
         return sum(dnf_terms(item) for item in expr.items)
     branches = [dnf_branches(item) for item in expr.items]

@@ -37,7 +37,8 @@ class RulesetError(RuntimeError):
 def _number(value: float) -> str:
     text = repr(value)
     if "e" in text or "E" in text:
-        return str(np.format_float_positional(value, unique=True, trim="-"))
+        # keep a decimal point: bare digits past 2**63 are read as a saturated int64
+        return str(np.format_float_positional(value, unique=True, trim="0"))
     return text
 
 
