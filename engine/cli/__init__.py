@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import policy
+from . import policy, replay
 
 USAGE = 2
 
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="abguard", description="Guard ML model A/B tests with risk policies.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     policy.add_parser(commands)
+    replay.add_parser(commands)
     return parser
 
 

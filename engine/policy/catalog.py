@@ -66,14 +66,14 @@ FACTS: dict[str, Fact] = _facts(
     ("errors.rising_windows", "count", "consecutive windows whose error rate rose"),
     ("errors.samples", "count", "challenger requests in the window"),
     # cache: challenger over the window
-    ("cache.hit_rate", "fraction", "hits / lookups over all tiers"),
+    ("cache.hit_rate", "fraction", "1 - misses of the last tier / lookups of the first (tiers fall through)"),
     ("cache.l1_hit_rate", "fraction", "L1 (memory LRU) hit rate"),
     ("cache.l2_hit_rate", "fraction", "L2 (Redis) hit rate"),
     ("cache.l3_hit_rate", "fraction", "L3 (PostgreSQL buffer) hit rate"),
     ("cache.l4_hit_rate", "fraction", "L4 (materialized views) hit rate"),
     ("cache.eviction_rate", "fraction/min", "evictions per minute / entries"),
     ("cache.response_time_ms", "ms", "mean cache response time"),
-    ("cache.samples", "count", "cache lookups in the window"),
+    ("cache.samples", "count", "first-tier cache lookups in the window"),
     # throughput: whole service, arms normalised by traffic share
     ("throughput.service_rps", "rps", "requests per second over both arms"),
     ("throughput.relative_drop", "fraction", "1 - (challenger rps/share) / (champion rps/share)"),

@@ -1,0 +1,43 @@
+"""Decisions as people and programs read them: JSON lines and a timeline table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .decision import Decision
+
+TABLE_HEADER = ("TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC", "REASON")
+
+
+def to_json(decision: Decision) -> str:
+    return json.dumps(_compact(decision.to_dict()), separators=(",", ":"), allow_nan=False)
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    """Indicator lists keep only what explains the decision; numbers stay exact."""
+    return data
+
+
+def table_row(decision: Decision, width: int = 110) -> str:
+    traffic = "-" if decision.target_rollout_percent is None else f"{decision.target_rollout_percent:g}%"
+    reason = decision.reason if len(decision.reason) <= width else decision.reason[: width - 3] + "..."
+    cells = (
+        decision.timestamp,
+        decision.test_id,
+        decision.action,
+        f"{decision.risk_score:.2f}",
+        decision.risk_level,
+        traffic,
+        reason,
+    )
+    return _line(cells)
+
+
+def table_header() -> str:
+    return _line(TABLE_HEADER)
+
+
+def _line(cells: tuple[str, ...]) -> str:
+    widths = (20, 18, 19, 5, 8, 7)
+    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=False)) + "  " + cells[-1]
