@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint check schema clean
+.PHONY: install test lint check schema clean bench
 
 install: $(STAMP)
 
@@ -32,3 +32,7 @@ schema: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks print ratios measured in one run; they never fail the build.
+bench: install
+	$(BIN)/python bench/bench_engine.py

@@ -14,51 +14,78 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from . import stats
-
 MIN_HISTORY = 5
 RECENT = 10
 LATENCY, RPS = 1, 3  # columns of derive.ANOMALY_METRICS
 DEFAULT_CUTOFFS = {"zscore": 3.0, "iqr_factor": 2.0, "ewma_shift": 3.0, "correlation_drop": 0.5}
 EWMA_ALPHA = 0.5
+FLAT = 1e-9  # a spread this small relative to the values is rounding, not variation
 
 
 def detect(series: npt.NDArray[np.float64], cutoffs: dict[str, float]) -> dict[str, float]:
-    """Facts for the latest row of `series` (oldest first) against the rows before it."""
+    """Facts for the latest row of `series` (oldest first) against the rows before it.
+
+    Vectorised over the metric columns: this runs on every snapshot.
+    """
     cut = {**DEFAULT_CUTOFFS, **cutoffs}
     latest, history = series[-1], series[:-1]
-    zscore_max = level_shift = 0.0
-    outliers = 0
-    for column in range(series.shape[1]):
-        value = float(latest[column])
-        past = [float(v) for v in history[:, column] if math.isfinite(v)]
-        if not math.isfinite(value) or len(past) < MIN_HISTORY:
-            continue
-        mean, std = stats.mean_std(past)
-        if std > 0:
-            zscore_max = max(zscore_max, abs(value - mean) / std)
-            recent = [float(v) for v in series[-RECENT:, column] if math.isfinite(v)]
-            level_shift = max(level_shift, abs(stats.ewma(recent, EWMA_ALPHA) - mean) / std)
-        ordered = sorted(past)
-        q1, q3 = stats.quantile(ordered, 0.25), stats.quantile(ordered, 0.75)
-        spread = q3 - q1
-        if spread > 0 and not q1 - cut["iqr_factor"] * spread <= value <= q3 + cut["iqr_factor"] * spread:
-            outliers += 1
-    correlation_break = _correlation_break(series)
+    seen = np.isfinite(history)
+    count = seen.sum(axis=0)
+    usable = np.isfinite(latest) & (count >= MIN_HISTORY)
+    if not usable.any():
+        return facts_from(0.0, 0, 0.0, _correlation_break(series), cut)
+    filled = np.where(seen, history, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(count, 1)
+    deviation = np.where(seen, history - mean, 0.0)
+    std = np.sqrt((deviation**2).sum(axis=0) / np.maximum(count - 1, 1))
+    spread = usable & (std > FLAT * np.maximum(1.0, np.abs(mean)))
+    safe_std = np.where(spread, std, 1.0)
+    zscore_max = float(np.max(np.where(spread, np.abs(latest - mean) / safe_std, 0.0)))
+    level = _ewma_columns(series[-RECENT:], mean)
+    level_shift = float(np.max(np.where(spread, np.abs(level - mean) / safe_std, 0.0)))
+    ordered = np.sort(np.where(seen, history, np.inf), axis=0)
+    q1, q3 = _quantiles(ordered, count, 0.25), _quantiles(ordered, count, 0.75)
+    iqr = q3 - q1
+    k = cut["iqr_factor"]
+    outside = usable & (iqr > 0) & ((latest < q1 - k * iqr) | (latest > q3 + k * iqr))
+    return facts_from(zscore_max, int(outside.sum()), level_shift, _correlation_break(series), cut)
+
+
+def facts_from(
+    zscore_max: float, outliers: int, level_shift: float, correlation_break: float, cut: dict[str, float]
+) -> dict[str, float]:
     probabilities = [
         _strength(zscore_max / cut["zscore"]),
         _strength(outliers / 2 + 0.5) if outliers else 0.0,
         _strength(level_shift / cut["ewma_shift"]),
         _strength(correlation_break / cut["correlation_drop"]),
     ]
-    confidence = 1.0 - math.prod(1.0 - p for p in probabilities)
     return {
-        "confidence": confidence,
+        "confidence": 1.0 - math.prod(1.0 - p for p in probabilities),
         "zscore_max": zscore_max,
         "iqr_outliers": float(outliers),
         "level_shift": level_shift,
         "correlation_break": correlation_break,
     }
+
+
+def _ewma_columns(rows: npt.NDArray[np.float64], fallback: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """EWMA of each column over `rows`, oldest first; a missing value leaves the level as it was."""
+    level = np.where(np.isfinite(rows[0]), rows[0], fallback)
+    for row in rows[1:]:
+        level = np.where(np.isfinite(row), EWMA_ALPHA * row + (1 - EWMA_ALPHA) * level, level)
+    return level
+
+
+def _quantiles(ordered: npt.NDArray[np.float64], count: npt.NDArray[np.int64], q: float) -> npt.NDArray[np.float64]:
+    """Per-column linear quantile of the first `count` sorted values (numpy's default method)."""
+    position = q * np.maximum(count - 1, 0)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, np.maximum(count - 1, 0))
+    columns = np.arange(ordered.shape[1])
+    below, above = ordered[low, columns], ordered[high, columns]
+    with np.errstate(invalid="ignore"):  # columns with no values hold inf - inf; masked below
+        return np.where(count > 0, below + (above - below) * (position - low), np.nan)
 
 
 def _strength(ratio: float) -> float:
@@ -67,11 +94,21 @@ def _strength(ratio: float) -> float:
 
 def _correlation_break(series: npt.NDArray[np.float64]) -> float:
     """How much the usual requests/latency correlation weakened in the recent rows."""
-    rows = [(float(r[RPS]), float(r[LATENCY])) for r in series if math.isfinite(r[RPS]) and math.isfinite(r[LATENCY])]
-    if len(rows) < RECENT + MIN_HISTORY:
+    rps, latency = series[:, RPS], series[:, LATENCY]
+    both = np.isfinite(rps) & np.isfinite(latency)
+    if int(both.sum()) < RECENT + MIN_HISTORY:
         return 0.0
-    usual = stats.pearson([r[0] for r in rows[:-RECENT]], [r[1] for r in rows[:-RECENT]])
-    recent = stats.pearson([r[0] for r in rows[-RECENT:]], [r[1] for r in rows[-RECENT:]])
+    rps, latency = rps[both], latency[both]
+    usual = _pearson(rps[:-RECENT], latency[:-RECENT])
+    recent = _pearson(rps[-RECENT:], latency[-RECENT:])
     if usual is None or recent is None or abs(usual) < 0.3:
         return 0.0
     return max(0.0, abs(usual) - recent * math.copysign(1.0, usual))
+
+
+def _pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float | None:
+    dx, dy = x - x.mean(), y - y.mean()
+    vx, vy = float(dx @ dx), float(dy @ dy)
+    if vx <= FLAT * max(1.0, float(x @ x)) or vy <= FLAT * max(1.0, float(y @ y)):
+        return None  # constant up to rounding: no correlation to speak of
+    return max(-1.0, min(1.0, float(dx @ dy) / math.sqrt(vx * vy)))

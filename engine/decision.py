@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .policy.catalog import DECISION_ACTIONS
@@ -72,7 +72,23 @@ class Decision:
     test_status: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for JSON; written out by hand because dataclasses.asdict deep-copies (slow)."""
+        data = {name: getattr(self, name) for name in _DECISION_FIELDS}
+        data["conditions"] = [_condition_dict(c) for c in self.conditions]
+        data["actions"] = [{"name": a.name, "params": dict(a.params), "condition": a.condition} for a in self.actions]
+        data["policy"] = dict(self.policy)
+        return data
+
+
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_CONDITION_FIELDS = tuple(f.name for f in fields(ConditionResult))
+_INDICATOR_FIELDS = tuple(f.name for f in fields(IndicatorResult))
+
+
+def _condition_dict(condition: ConditionResult) -> dict[str, Any]:
+    data = {name: getattr(condition, name) for name in _CONDITION_FIELDS}
+    data["indicators"] = [{name: getattr(i, name) for name in _INDICATOR_FIELDS} for i in condition.indicators]
+    return data
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ indicators cannot fire and its status is `inconclusive`, never silently `ok`.
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, field
 
 from . import stats
-from .anomaly import detect
+from .anomaly_tracker import AnomalyTracker
 from .policy.model import Condition, Policy
 from .snapshot import CACHE_TIERS, CONFIDENCE_BINS, ERROR_CATEGORIES, Arm, Histogram, Percentiles, Snapshot
-from .windows import History, RollingSums
+from .windows import RollingSums
 
 BASELINE_BUCKETS = 288  # 5-minute buckets over a 24 h baseline
 RISE_TOLERANCE = 0.1  # an error window "rose" when its rate beats the previous one by 10%
@@ -79,10 +80,10 @@ class _LatencyWindow:
             for key, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
                 out[key] = stats.histogram_quantile(q, self.bounds, counts) or 0.0
             return out
-        n = float(total[0])
+        n, p50, p95, p99, mean = total.tolist()
         if n <= 0:
             return None
-        return {"n": n, "p50": total[1] / n, "p95": total[2] / n, "p99": total[3] / n, "mean": total[4] / n}
+        return {"n": n, "p50": p50 / n, "p95": p95 / n, "p99": p99 / n, "mean": mean / n}
 
     @property
     def nbytes(self) -> int:
@@ -106,7 +107,7 @@ class TestMetrics:
         self.cache_entries: int | None = None
         self.throughput = RollingSums(c["throughput"].window_seconds, 4)
         anomaly = c["anomaly"]
-        self.history = History(
+        self.history = AnomalyTracker(
             max(anomaly.min_samples + 1, min(240, math.ceil(anomaly.window_seconds / 30))), len(ANOMALY_METRICS)
         )
         self.error_window = c["error_rate"].window_seconds
@@ -135,7 +136,7 @@ class TestMetrics:
         if challenger.cache is not None:
             self._add_cache(t, challenger)
         self.throughput.add(t, [champion.requests, challenger.requests, s.interval_seconds, 1])
-        self.history.append(_anomaly_row(s))
+        self.history.add(_anomaly_row(s))
 
     def _add_confidence(self, t: float, champion: Arm, challenger: Arm) -> None:
         if champion.confidence_histogram is not None:
@@ -342,14 +343,17 @@ class TestMetrics:
         return snapshots, facts
 
     def _anomaly(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        series = self.history.series()
-        history = len(series) - 1
+        history = len(self.history) - 1
         if history < 1:
             return 0.0, {}
         levels = (c.sensitivity_levels or {}).get(c.sensitivity or "medium", {})
-        return float(history), detect(series, levels)
+        return float(history), self.history.detect(levels)
 
     # --- accounting -----------------------------------------------------------------------
+    def state_bytes(self) -> int:
+        """Pickled size of what this test keeps (the policy it points to is shared, not counted)."""
+        return len(pickle.dumps({k: v for k, v in vars(self).items() if k != "conditions"}))
+
     @property
     def nbytes(self) -> int:
         windows = [self.accuracy, self.confidence, self.baseline, self.errors, self.cache, self.throughput]

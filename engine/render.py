@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from .decision import Decision
 
@@ -11,12 +10,7 @@ TABLE_HEADER = ("TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC", "REASON")
 
 
 def to_json(decision: Decision) -> str:
-    return json.dumps(_compact(decision.to_dict()), separators=(",", ":"), allow_nan=False)
-
-
-def _compact(data: dict[str, Any]) -> dict[str, Any]:
-    """Indicator lists keep only what explains the decision; numbers stay exact."""
-    return data
+    return json.dumps(decision.to_dict(), separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
 def table_row(decision: Decision, width: int = 110) -> str:

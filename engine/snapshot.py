@@ -198,8 +198,7 @@ def _latency(data: Any, where: str) -> Histogram | Percentiles | None:
                 f"{where}.counts",
                 f"needs len(bounds)+1 = {len(parsed_bounds) + 1} counts (last is +Inf), got {len(counts)}",
             )
-        parsed_counts = tuple(_int(c, f"{where}.counts[{i}]") for i, c in enumerate(counts))
-        return Histogram(parsed_bounds, parsed_counts)
+        return Histogram(parsed_bounds, _counts(counts, f"{where}.counts"))
     _no_unknown(obj, {"p50", "p95", "p99", "mean"}, where)
     values = {}
     for key in ("p50", "p95", "p99", "mean"):
@@ -220,7 +219,7 @@ def _confidence(data: Any, where: str) -> tuple[int, ...] | None:
     values = _list(data, where)
     if len(values) != CONFIDENCE_BINS:
         raise InputError(where, f"needs {CONFIDENCE_BINS} counts for [0,.1) ... [.9,1], got {len(values)}")
-    return tuple(_int(v, f"{where}[{i}]") for i, v in enumerate(values))
+    return _counts(values, where)
 
 
 def _errors(data: Any, where: str) -> dict[str, int] | None:
@@ -307,6 +306,13 @@ def _int(value: Any, where: str) -> int:
     if value < 0:
         raise InputError(where, f"must be >= 0, got {value}")
     return value
+
+
+def _counts(values: list[Any], where: str) -> tuple[int, ...]:
+    """Non-negative whole numbers; checked in one pass when they all are (the usual case)."""
+    if all(type(v) is int and v >= 0 for v in values):
+        return tuple(values)
+    return tuple(_int(v, f"{where}[{i}]") for i, v in enumerate(values))
 
 
 def _count(obj: Mapping[str, Any], key: str, where: str, required: bool = False) -> int | None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from scipy import special
 
 Z_95 = 1.959963984540054
+FLAT = 1e-9  # a spread this small relative to the values is rounding, not variation
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -22,7 +23,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges, as scipy
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def p_value_worse(champion_correct: int, champion_n: int, challenger_correct: int, challenger_n: int) -> float:
@@ -121,8 +124,8 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         return None
     mx, sx = mean_std(xs)
     my, sy = mean_std(ys)
-    if sx == 0 or sy == 0:
-        return None
+    if sx <= FLAT * max(1.0, abs(mx)) or sy <= FLAT * max(1.0, abs(my)):
+        return None  # constant up to rounding
     covariance = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (len(xs) - 1)
     return max(-1.0, min(1.0, covariance / (sx * sy)))
 

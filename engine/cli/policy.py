@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from .. import policytest
 from ..policy import schema as schemas
 from ..policy.catalog import ACTIONS, FACTS
 from ..policy.compiler import compile_policy
@@ -46,6 +47,11 @@ def add_parser(commands: Any) -> None:
     differ.add_argument("new", metavar="NEW", help="a file, or REV:path read with git")
     _format(differ, ("text", "json"))
     differ.set_defaults(run=run_diff)
+
+    tester = verbs.add_parser("test", help="run the policy test cases (snapshots in, decisions out)")
+    tester.add_argument("paths", nargs="*", default=["policies/tests"], metavar="PATH")
+    tester.add_argument("--policies", default=DEFAULT_PATH, metavar="DIR", help="policy folder (default: policies)")
+    tester.set_defaults(run=run_test)
 
     facts = verbs.add_parser("facts", help="the fact names `when` expressions may use")
     _format(facts, ("text", "json"))
@@ -158,6 +164,21 @@ def _cell(value: Any) -> str:
         return "-"
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def run_test(args: argparse.Namespace) -> int:
+    files = policytest.discover(args.paths)
+    if not files:
+        print(f"no policy test files under {', '.join(args.paths)}", file=sys.stderr)
+        return USAGE
+    results = [result for file in files for result in policytest.run_file(file, args.policies)]
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.file}: {result.name} ({result.decisions} decisions)")
+        for failure in result.failures:
+            print(f"      {failure}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return FINDINGS if failed else OK
 
 
 def run_facts(args: argparse.Namespace) -> int:
