@@ -8,6 +8,7 @@ indicators cannot fire and its status is `inconclusive`, never silently `ok`.
 from __future__ import annotations
 
 import math
+from math import isfinite
 import pickle
 from dataclasses import dataclass, field
 
@@ -206,7 +207,7 @@ class TestMetrics:
             out.conclusive[name] = conclusive
             if conclusive:
                 prefix = FACT_PREFIX[name] + "."
-                out.facts.update({prefix + key: value for key, value in facts.items() if _finite(value)})
+                out.facts.update({prefix + key: value for key, value in facts.items() if isfinite(value)})
         if out.conclusive["confidence_drift"] and "accuracy.challenger" in out.facts:
             gap = self._calibration_gap(t, out.facts)
             if gap is not None:
@@ -390,7 +391,3 @@ def _anomaly_row(s: Snapshot) -> list[float]:
 def _mean_confidence(counts: list[float]) -> float:
     total = sum(counts)
     return sum(c * m for c, m in zip(counts, _BIN_MIDPOINTS, strict=True)) / total
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

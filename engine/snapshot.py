@@ -188,7 +188,10 @@ def _latency(data: Any, where: str) -> Histogram | Percentiles | None:
         _no_unknown(obj, {"bounds", "counts"}, where)
         bounds = _list(obj.get("bounds"), f"{where}.bounds")
         counts = _list(obj.get("counts"), f"{where}.counts")
-        parsed_bounds = tuple(_finite(b, f"{where}.bounds[{i}]") for i, b in enumerate(bounds))
+        if all(type(b) is float and math.isfinite(b) for b in bounds):
+            parsed_bounds = tuple(bounds)
+        else:
+            parsed_bounds = tuple(_finite(b, f"{where}.bounds[{i}]") for i, b in enumerate(bounds))
         if not parsed_bounds:
             raise InputError(f"{where}.bounds", "needs at least one upper bound")
         if any(b <= a for a, b in pairwise(parsed_bounds)) or parsed_bounds[0] <= 0:
@@ -316,18 +319,24 @@ def _counts(values: list[Any], where: str) -> tuple[int, ...]:
 
 
 def _count(obj: Mapping[str, Any], key: str, where: str, required: bool = False) -> int | None:
+    value = obj.get(key)
+    if type(value) is int and value >= 0:  # the usual case, before any path is formatted
+        return value
     path = f"{where}.{key}" if where else key
-    if obj.get(key) is None:
+    if value is None:
         if required:
             raise InputError(path, "required")
         return None
-    return _int(obj[key], path)
+    return _int(value, path)
 
 
 def _number(obj: Mapping[str, Any], key: str, where: str, default: float | None) -> float | None:
-    if obj.get(key) is None:
+    value = obj.get(key)
+    if value is None:
         return default
-    return _finite(obj[key], f"{where}.{key}" if where else key)
+    if type(value) is float and math.isfinite(value):
+        return value
+    return _finite(value, f"{where}.{key}" if where else key)
 
 
 def _fraction(obj: Mapping[str, Any], key: str, where: str) -> float | None:

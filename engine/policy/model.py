@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import FACTS
@@ -19,10 +19,10 @@ class Indicator:
     severity: float
     for_seconds: float = 0.0
     critical: bool = False
+    id: str = field(init=False, default="")  # condition.name, the rule's name in the ruleset
 
-    @property
-    def id(self) -> str:
-        return f"{self.condition}.{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.condition}.{self.name}")
 
 
 @dataclass(frozen=True)
