@@ -8,9 +8,9 @@ indicators cannot fire and its status is `inconclusive`, never silently `ok`.
 from __future__ import annotations
 
 import math
-from math import isfinite
 import pickle
 from dataclasses import dataclass, field
+from math import isfinite
 
 from . import stats
 from .anomaly_tracker import AnomalyTracker
