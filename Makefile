@@ -18,8 +18,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check engine tests
-	$(BIN)/ruff format --check engine tests
+	$(BIN)/ruff check engine tests bench scenarios
+	$(BIN)/ruff format --check engine tests bench scenarios
 	$(BIN)/mypy
 
 # Generated files are current and the shipped policies are valid.
