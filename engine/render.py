@@ -13,7 +13,7 @@ def to_json(decision: Decision) -> str:
     return json.dumps(decision.to_dict(), separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
-def table_row(decision: Decision, width: int = 110) -> str:
+def table_row(decision: Decision, width: int = 160) -> str:
     traffic = "-" if decision.target_rollout_percent is None else f"{decision.target_rollout_percent:g}%"
     reason = decision.reason if len(decision.reason) <= width else decision.reason[: width - 3] + "..."
     cells = (
@@ -33,5 +33,5 @@ def table_header() -> str:
 
 
 def _line(cells: tuple[str, ...]) -> str:
-    widths = (20, 18, 19, 5, 8, 7)
+    widths = (20, 22, 19, 5, 8, 7)
     return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=False)) + "  " + cells[-1]
