@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .decision import Decision
 
 TABLE_HEADER = ("TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC", "REASON")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
 def to_json(decision: Decision) -> str:
-    return json.dumps(decision.to_dict(), separators=(",", ":"), allow_nan=False, check_circular=False)
+    return _ENCODER.encode(decision.to_dict())
 
 
-def table_row(decision: Decision, width: int = 160) -> str:
-    traffic = "-" if decision.target_rollout_percent is None else f"{decision.target_rollout_percent:g}%"
-    reason = decision.reason if len(decision.reason) <= width else decision.reason[: width - 3] + "..."
+def to_json_dict(decision: dict[str, Any]) -> str:
+    return _ENCODER.encode(decision)
+
+
+def table_row(decision: Decision | dict[str, Any], width: int = 160) -> str:
+    data = decision.to_dict() if isinstance(decision, Decision) else decision
+    target = data["target_rollout_percent"]
+    traffic = "-" if target is None else f"{target:g}%"
+    reason = data["reason"] if len(data["reason"]) <= width else data["reason"][: width - 3] + "..."
     cells = (
-        decision.timestamp,
-        decision.test_id,
-        decision.action,
-        f"{decision.risk_score:.2f}",
-        decision.risk_level,
+        data["timestamp"],
+        data["test_id"],
+        data["action"],
+        f"{data['risk_score']:.2f}",
+        data["risk_level"],
         traffic,
         reason,
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import policy, replay
+from . import policy, replay, serve
 
 USAGE = 2
 
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     policy.add_parser(commands)
     replay.add_parser(commands)
+    serve.add_parsers(commands)
     return parser
 
 

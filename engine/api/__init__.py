@@ -1,0 +1,1 @@
+"""Generated gRPC code lives under engine.api.v1 (make proto)."""

@@ -1,0 +1,156 @@
+"""`abguard serve`, and the gRPC client verbs `evaluate` and `health`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from ..policy.policyset import DEFAULT_PROFILE, PolicyError, load_effective
+from ..render import table_header, table_row
+
+OK, FINDINGS, USAGE = 0, 1, 2
+GRACE_SECONDS = 10.0
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(f"ABGUARD_{name}", default)
+
+
+def add_parsers(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the gRPC service (settings also from ABGUARD_* variables)")
+    serve.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:50051"), help="host:port (ABGUARD_LISTEN)")
+    serve.add_argument("--data-dir", default=_env("DATA_DIR", None), help="decision log folder (ABGUARD_DATA_DIR)")
+    serve.add_argument("--policies", default=_env("POLICIES", "policies"), help="policy folder (ABGUARD_POLICIES)")
+    serve.add_argument("--profile", default=_env("PROFILE", DEFAULT_PROFILE), help="profile (ABGUARD_PROFILE)")
+    serve.add_argument("--env", default=_env("ENV", None), help="environment overlay (ABGUARD_ENV)")
+    serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "16") or 16), help="RPC threads")
+    serve.set_defaults(run=run_serve)
+
+    evaluate = commands.add_parser("evaluate", help="stream a JSON-lines file through a server's Evaluate")
+    evaluate.add_argument("--server", default=_env("SERVER", "127.0.0.1:50051"), metavar="ADDR")
+    evaluate.add_argument("--input", required=True, metavar="FILE", help="JSON lines of snapshots, or -")
+    evaluate.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
+    evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    evaluate.set_defaults(run=run_evaluate)
+
+    health = commands.add_parser("health", help="exit 0 when the server answers SERVING")
+    health.add_argument("--server", default=_env("SERVER", "127.0.0.1:50051"), metavar="ADDR")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(run=run_health)
+
+
+def _log(event: dict[str, Any]) -> None:
+    print(json.dumps(event, separators=(",", ":")), flush=True)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..guard import Guard
+    from ..server import create_server
+    from ..store.sqlite import SqliteLog
+
+    if not args.data_dir:
+        print("abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr)
+        return USAGE
+    try:
+        policy = load_effective([args.policies], None if args.profile == "none" else args.profile, args.env)
+    except PolicyError as error:
+        for problem in error.diagnostics:
+            print(problem.text(), file=sys.stderr)
+        return FINDINGS
+    guard = Guard(policy, SqliteLog.in_dir(args.data_dir))
+    try:
+        server, port, health = create_server(guard, args.listen, args.workers, _log)
+    except (OSError, RuntimeError) as error:
+        print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
+        guard.close()
+        return USAGE
+    stop = threading.Event()
+
+    def on_signal(number: int, _frame: object) -> None:
+        _log({"event": "stopping", "signal": signal.Signals(number).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    host = args.listen.rsplit(":", 1)[0]
+    _log({
+        "event": "serving",
+        "listen": f"{host}:{port}",
+        "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
+        "profile": policy.profile,
+        "environment": policy.environment,
+        "enforced": policy.rollback_enabled,
+        "data_dir": args.data_dir,
+        "rebuilt_snapshots": guard.rebuilt,
+    })
+    stop.wait()
+    health.enter_graceful_shutdown()
+    started = time.monotonic()
+    server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
+    guard.close()
+    _log({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
+    return OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..api.convert import decision_to_dict
+    from ..api.v1 import risk_pb2 as pb
+    from ..api.v1 import risk_pb2_grpc as rpc
+    from ..render import to_json_dict
+    from google.protobuf import json_format
+
+    try:
+        source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
+    except OSError as error:
+        print(f"abguard evaluate: cannot read {args.input}: {error.strerror}", file=sys.stderr)
+        return USAGE
+    bad = 0
+    with source, grpc.insecure_channel(args.server) as channel:
+        stub = rpc.RiskServiceStub(channel)
+        if args.format == "table":
+            print(table_header())
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                snapshot = json_format.Parse(line, pb.Snapshot())
+                response = stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=args.timeout)
+            except json_format.ParseError as error:
+                bad += 1
+                print(f"line {number}: {error}", file=sys.stderr)
+                continue
+            except grpc.RpcError as error:
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    print(f"abguard evaluate: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
+                    return FINDINGS
+                bad += 1
+                print(f"line {number}: {error.code().name}: {error.details()}", file=sys.stderr)
+                continue
+            decision = decision_to_dict(response)
+            print(to_json_dict(decision) if args.format == "jsonl" else table_row(decision), flush=True)
+    if bad:
+        print(f"{bad} line{'s' if bad != 1 else ''} rejected", file=sys.stderr)
+    return FINDINGS if bad else OK
+
+
+def run_health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.server) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+    except grpc.RpcError as error:
+        print(f"{args.server}: {error.code().name}", file=sys.stderr)
+        return FINDINGS
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.server}: {status}")
+    return OK if reply.status == health_pb2.HealthCheckResponse.SERVING else FINDINGS

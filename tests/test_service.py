@@ -1,0 +1,337 @@
+"""The gRPC service with a real server on port 0 and a real client: every RPC and error code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
+from engine.api.convert import decision_to_dict
+from engine.api.v1 import risk_pb2 as pb
+from engine.api.v1 import risk_pb2_grpc as rpc
+from engine.evaluator import Evaluator
+from engine.guard import Guard
+from engine.policy import load_effective
+from engine.server import create_server
+from engine.snapshot import parse_snapshot
+from engine.store.sqlite import SqliteLog
+from tests.conftest import snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = load_effective([str(ROOT / "policies")])
+
+
+class Service:
+    """A running server over a data dir, and a stub to call it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.guard = Guard(POLICY, SqliteLog.in_dir(data_dir))
+        self.lines: list[dict[str, Any]] = []
+        self.server, self.port, _ = create_server(self.guard, "127.0.0.1:0", 8, self.lines.append)
+        self.server.start()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = rpc.RiskServiceStub(self.channel)
+
+    def evaluate(self, row: dict[str, Any]) -> pb.EvaluateResponse:
+        request = pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot()))
+        return self.stub.Evaluate(request, timeout=10)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(5).wait()
+        self.guard.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+def scenario(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (ROOT / "scenarios" / f"{name}.jsonl").read_text().splitlines()]
+
+
+def violation(error: grpc.RpcError) -> tuple[str, str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return bad.field_violations[0].field, bad.field_violations[0].description
+
+
+def test_evaluate_returns_the_decision_replay_gives(service: Service) -> None:
+    """Evaluate answers with the contract's fields, equal to `abguard replay`'s line for the same input."""
+    rows = scenario("latency_spike")
+    local = Evaluator(POLICY)
+    for row in rows:
+        got = decision_to_dict(service.evaluate(row))
+        want = local.evaluate(parse_snapshot(row)).to_dict()
+        assert got == json.loads(json.dumps(want))
+    assert got["action"] == "rollback"
+    assert service.lines[-1]["event"] == "decision"
+    assert set(service.lines[-1]) == {"event", "decision_id", "test_id", "timestamp", "action", "risk_score", "latency_ms"}
+
+
+def test_resent_snapshot_returns_the_recorded_decision(service: Service) -> None:
+    """The same test and timestamp again: the same decision, nothing counted twice."""
+    first = service.evaluate(snapshot(step=0))
+    service.evaluate(snapshot(step=1))
+    again = service.evaluate(snapshot(step=0, requests=1))
+    assert again == first
+    listed = service.stub.ListDecisions(pb.ListDecisionsRequest(test_id="t1"))
+    assert len(listed.decisions) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "text"),
+    [
+        ({"requests": -1}, "snapshot.challenger.requests", "challenger.requests: must be >= 0, got -1"),
+        ({"labeled": 10, "correct": 11}, "snapshot.challenger.correct", "11 correct is more than 10 labeled"),
+        ({"cpu_utilization": 1.5}, "snapshot.challenger.cpu_utilization", "must be within 0..1"),
+        ({"confidence_histogram": [1, 2]}, "snapshot.challenger.confidence_histogram", "needs 10 counts"),
+    ],
+    ids=["negative-requests", "correct-over-labeled", "cpu-above-one", "short-histogram"],
+)
+def test_bad_snapshot_is_invalid_argument_naming_the_field(
+    service: Service, overrides: dict[str, Any], field: str, text: str
+) -> None:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest field violation naming the field."""
+    with pytest.raises(grpc.RpcError) as raised:
+        service.evaluate(snapshot(step=0, **overrides))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in raised.value.details()
+    assert violation(raised.value)[0] == field
+
+
+def test_missing_parts_are_invalid_argument(service: Service) -> None:
+    """No snapshot, no test_id, no challenger: each refused by name."""
+    with pytest.raises(grpc.RpcError) as raised:
+        service.stub.Evaluate(pb.EvaluateRequest(), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    row = snapshot(step=0)
+    del row["challenger"]
+    with pytest.raises(grpc.RpcError) as raised:
+        service.evaluate(row)
+    assert violation(raised.value)[0] == "snapshot.challenger"
+
+
+def test_older_timestamp_is_failed_precondition(service: Service) -> None:
+    """Windows only move forward."""
+    service.evaluate(snapshot(step=5))
+    with pytest.raises(grpc.RpcError) as raised:
+        service.evaluate(snapshot(step=2))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert violation(raised.value)[0] == "snapshot.timestamp"
+
+
+def test_unknown_test_is_not_found(service: Service) -> None:
+    """GetTest, ListDecisions and RestartTest of a test never seen: NOT_FOUND."""
+    for call in (
+        lambda: service.stub.GetTest(pb.GetTestRequest(test_id="nope"), timeout=5),
+        lambda: service.stub.ListDecisions(pb.ListDecisionsRequest(test_id="nope"), timeout=5),
+        lambda: service.stub.RestartTest(pb.RestartTestRequest(test_id="nope", reason="x"), timeout=5),
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_get_test_and_restart(service: Service) -> None:
+    """A rolled-back test reports traffic 0 until RestartTest, which needs a reason and is recorded."""
+    for row in scenario("error_storm"):
+        service.evaluate(row)
+    view = service.stub.GetTest(pb.GetTestRequest(test_id="error-storm"), timeout=5)
+    assert view.test_status == pb.TEST_STATUS_ROLLED_BACK
+    assert view.target_rollout_percent == 0
+    assert view.rolled_back_at.startswith("2026-11-24T09:2")
+    assert view.policy.digest == POLICY.digest
+    assert view.decisions == 60
+    with pytest.raises(grpc.RpcError) as raised:
+        service.stub.RestartTest(pb.RestartTestRequest(test_id="error-storm"), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    restarted = service.stub.RestartTest(pb.RestartTestRequest(test_id="error-storm", reason="fixed in v2"), timeout=5)
+    assert restarted.test_status == pb.TEST_STATUS_RUNNING
+    assert service.guard.log.last_restart("error-storm").reason == "fixed in v2"  # type: ignore[union-attr]
+    after = service.evaluate({**scenario("healthy")[0], "test_id": "error-storm", "timestamp": "2026-11-24T10:00:00Z"})
+    assert after.action == pb.ACTION_CONTINUE
+    assert after.test_status == pb.TEST_STATUS_RUNNING
+
+
+def test_list_decisions_newest_first_in_pages(service: Service) -> None:
+    """Pages of decisions, newest first, with a token for the next page."""
+    for step in range(7):
+        service.evaluate(snapshot(step=step))
+    first = service.stub.ListDecisions(pb.ListDecisionsRequest(test_id="t1", page_size=3), timeout=5)
+    second = service.stub.ListDecisions(
+        pb.ListDecisionsRequest(test_id="t1", page_size=3, page_token=first.next_page_token), timeout=5
+    )
+    third = service.stub.ListDecisions(
+        pb.ListDecisionsRequest(test_id="t1", page_size=3, page_token=second.next_page_token), timeout=5
+    )
+    times = [d.timestamp for page in (first, second, third) for d in page.decisions]
+    assert times == sorted(times, reverse=True)
+    assert len(times) == 7
+    assert third.next_page_token == ""
+    with pytest.raises(grpc.RpcError) as raised:
+        service.stub.ListDecisions(pb.ListDecisionsRequest(test_id="t1", page_token="garbage!"), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_watch_streams_decisions_as_they_are_made(service: Service) -> None:
+    """A watcher filtered to one test and to rollbacks gets exactly those decisions."""
+    received: list[pb.Decision] = []
+    stream = service.stub.WatchDecisions(
+        pb.WatchDecisionsRequest(test_ids=["error-storm"], actions=[pb.ACTION_IMMEDIATE_ROLLBACK])
+    )
+
+    def read() -> None:
+        for decision in stream:
+            received.append(decision)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while not service.guard._watchers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for row in scenario("healthy")[:5] + scenario("error_storm"):
+        service.evaluate(row)
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stream.cancel()
+    reader.join(5)
+    assert [d.action for d in received] == [pb.ACTION_IMMEDIATE_ROLLBACK]
+    assert received[0].test_id == "error-storm"
+
+
+def test_health_and_reflection(service: Service) -> None:
+    """Health says SERVING; reflection lists and describes the service (what grpcurl uses)."""
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", "abguard.v1.RiskService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    database = ProtoReflectionDescriptorDatabase(service.channel)
+    assert "abguard.v1.RiskService" in database.get_services()
+    described = database.FindFileContainingSymbol("abguard.v1.RiskService")
+    assert {m.name for m in described.service[0].method} == {
+        "Evaluate", "GetTest", "RestartTest", "ListDecisions", "WatchDecisions"
+    }
+
+
+def test_concurrent_callers_get_serial_answers(service: Service) -> None:
+    """Eight callers on different tests at once: each test's decisions equal a serial replay."""
+    names = ["healthy", "error_storm", "latency_spike", "accuracy_regression"]
+    streams = {f"{name}-{copy}": [{**row, "test_id": f"{name}-{copy}"} for row in scenario(name)[:40]]
+               for name in names for copy in range(2)}
+    results: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def call(test_id: str) -> None:
+        try:
+            results[test_id] = [service.evaluate(row).decision_id + service.evaluate(row).reason for row in streams[test_id]]
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=call, args=(test_id,)) for test_id in streams]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    for test_id, rows in streams.items():
+        local = Evaluator(POLICY)
+        assert results[test_id] == [
+            (d := local.evaluate(parse_snapshot(row))).decision_id + d.reason for row in rows
+        ]
+
+
+def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
+    """After the service restarts: resent snapshots get recorded decisions, a rolled-back test
+    stays rolled back, and the next snapshot is decided as if nothing had stopped."""
+    rows = scenario("sustained_medium_risk")
+    storm = scenario("error_storm")
+    first = Service(tmp_path / "data")
+    recorded = [first.evaluate(row) for row in rows[:50]]
+    for row in storm:
+        first.evaluate(row)
+    first.stop()
+
+    second = Service(tmp_path / "data")
+    try:
+        assert second.guard.rebuilt > 0
+        assert second.evaluate(rows[10]) == recorded[10]
+        view = second.stub.GetTest(pb.GetTestRequest(test_id="error-storm"), timeout=5)
+        assert view.test_status == pb.TEST_STATUS_ROLLED_BACK
+        after = second.evaluate({**storm[-1], "timestamp": "2026-11-24T09:31:00Z"})
+        assert after.action == pb.ACTION_ROLLBACK and after.target_rollout_percent == 0
+        uninterrupted = Evaluator(POLICY)
+        for row in rows[:50]:
+            uninterrupted.evaluate(parse_snapshot(row))
+        for row in rows[50:60]:
+            want = uninterrupted.evaluate(parse_snapshot(row)).to_dict()
+            assert decision_to_dict(second.evaluate(row)) == json.loads(json.dumps(want))
+        evidence = second.guard.log.evidence("error-storm")
+        assert len(evidence) == 1
+        assert {"trigger_reason", "risk_conditions", "performance_impact", "recovery_time"} <= set(evidence[0])
+        assert evidence[0]["risk_conditions"][0]["name"] == "error_rate"
+    finally:
+        second.stop()
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    """`abguard serve` stops on SIGTERM: in-flight calls finish, the log holds every answered decision, exit 0."""
+    abguard = str(Path(sys.executable).parent / "abguard")
+    process = subprocess.Popen(
+        [abguard, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         "--policies", str(ROOT / "policies")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    started = json.loads(process.stdout.readline())
+    assert started["event"] == "serving"
+    channel = grpc.insecure_channel(started["listen"])
+    stub = rpc.RiskServiceStub(channel)
+    answered: list[str] = []
+    failures: list[grpc.StatusCode] = []
+
+    def hammer() -> None:
+        for row in scenario("healthy") + scenario("error_storm"):
+            try:
+                request = pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot()))
+                answered.append(stub.Evaluate(request, timeout=5).decision_id)
+            except grpc.RpcError as error:
+                failures.append(error.code())
+
+    caller = threading.Thread(target=hammer)
+    caller.start()
+    while len(answered) < 20:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    caller.join(30)
+    out, err = process.communicate(timeout=30)
+    channel.close()
+    assert process.returncode == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events[-2:] == ["stopping", "stopped"] or events[-1] == "stopped"
+    assert set(failures) <= {grpc.StatusCode.UNAVAILABLE}
+    log = SqliteLog.in_dir(tmp_path / "data")
+    stored = {r.decision["decision_id"] for t in log.tests() for r in log.page(t, 1000, None)}
+    log.close()
+    assert set(answered) <= stored
