@@ -3,16 +3,25 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PROTO  := protos/engine/api/v1/risk.proto
+GEN    := engine/api/v1/risk_pb2.py engine/api/v1/risk_pb2.pyi engine/api/v1/risk_pb2_grpc.py
 
-.PHONY: install test lint check schema clean bench
+.PHONY: install proto test lint check schema serve demo bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(GEN)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# Generated gRPC code: one command, from protos/, into engine/api/v1 (not committed).
+$(GEN): $(PROTO) $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -26,13 +35,25 @@ lint: install
 check: install
 	$(BIN)/abguard policy schema --check policies/schema
 	$(BIN)/abguard policy validate policies
+	@tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
+		--grpc_python_out=$$tmp $(PROTO) && for f in $(GEN); do cmp -s $$tmp/$$f $$f || \
+		{ echo "$$f is out of date: run make proto"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
 
 schema: install
 	$(BIN)/abguard policy schema --write policies/schema
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+# The service on the embedded default (SQLite decision log in .data/).
+serve: install
+	$(BIN)/abguard serve --listen 127.0.0.1:50051 --data-dir .data
+
+# From a fresh clone: set up, start the service in a temporary data dir, stream the
+# bundled scenarios through gRPC, print the decision timeline, stop it.
+demo: install
+	$(BIN)/abguard demo
 
 # Benchmarks print ratios measured in one run; they never fail the build.
 bench: install
 	$(BIN)/python bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

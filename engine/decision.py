@@ -344,9 +344,11 @@ def _params(params: Mapping[str, Any]) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    """90 -> '1m30s', 120 -> '2m', 45 -> '45s'."""
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if not minutes:
+        return f"{rest}s"
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"
 
 
 def _num(value: float | None) -> str:

@@ -180,9 +180,7 @@ class Guard:
         window), then the status is taken from what was recorded: a test rolled back under an
         earlier policy stays rolled back.
         """
-        horizon = max(
-            max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in self.policy.conditions
-        )
+        horizon = max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in self.policy.conditions)
         replayed = 0
         for test_id in self.log.tests():
             last = self.log.last(test_id)

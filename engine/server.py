@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from .api.convert import fill_decision, snapshot_to_dict
+from .api.convert import enum_value, fill_decision, snapshot_to_dict
 from .api.v1 import risk_pb2 as pb
 from .api.v1 import risk_pb2_grpc as rpc
 from .evaluator import OutOfOrderError
@@ -57,21 +57,24 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
         except ValueError as error:
             _abort(context, code_pb2.INVALID_ARGUMENT, str(error))
         except Exception as error:  # a bug of ours: say so, keep serving
-            print(json.dumps({"event": "internal_error", "method": method.__name__, "error": repr(error)}),
-                  file=sys.stderr, flush=True)
+            print(
+                json.dumps({"event": "internal_error", "method": method.__name__, "error": repr(error)}),
+                file=sys.stderr,
+                flush=True,
+            )
             _abort(context, code_pb2.INTERNAL, f"internal error in {method.__name__}: {type(error).__name__}")
         raise AssertionError("unreachable")  # abort raises
 
     return call
 
 
-class RiskServicer(rpc.RiskServiceServicer):
+class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated base class is untyped
     def __init__(self, guard: Guard, log_line: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.guard = guard
         self.log_line = log_line
 
     @_mapped
-    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:  # noqa: N802
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
         start = time.perf_counter()
         if not request.HasField("snapshot"):
             raise InputError("$", "required: the request carries no snapshot")
@@ -79,23 +82,25 @@ class RiskServicer(rpc.RiskServiceServicer):
         response = pb.EvaluateResponse()
         fill_decision(response, decision)
         if self.log_line is not None:
-            self.log_line({
-                "event": "decision",
-                "decision_id": decision["decision_id"],
-                "test_id": decision["test_id"],
-                "timestamp": decision["timestamp"],
-                "action": decision["action"],
-                "risk_score": decision["risk_score"],
-                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-            })
+            self.log_line(
+                {
+                    "event": "decision",
+                    "decision_id": decision["decision_id"],
+                    "test_id": decision["test_id"],
+                    "timestamp": decision["timestamp"],
+                    "action": decision["action"],
+                    "risk_score": decision["risk_score"],
+                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                }
+            )
         return response
 
     @_mapped
-    def GetTest(self, request: pb.GetTestRequest, context: grpc.ServicerContext) -> pb.GetTestResponse:  # noqa: N802
+    def GetTest(self, request: pb.GetTestRequest, context: grpc.ServicerContext) -> pb.GetTestResponse:
         view = self.guard.test(_test_id(request.test_id))
         response = pb.GetTestResponse(
             test_id=view.test_id,
-            test_status=pb.TestStatus.Value("TEST_STATUS_" + view.test_status.upper()),
+            test_status=enum_value(pb.TestStatus, "TEST_STATUS_", view.test_status),
             rolled_back_at=view.rolled_back_at,
             decisions=view.decisions,
         )
@@ -103,11 +108,15 @@ class RiskServicer(rpc.RiskServiceServicer):
             response.target_rollout_percent = view.target_rollout_percent
         fill_decision(response.last_decision, view.last_decision)
         policy = self.guard.policy
-        response.policy.name, response.policy.version, response.policy.digest = policy.name, policy.version, policy.digest
+        response.policy.name, response.policy.version, response.policy.digest = (
+            policy.name,
+            policy.version,
+            policy.digest,
+        )
         return response
 
     @_mapped
-    def RestartTest(self, request: pb.RestartTestRequest, context: grpc.ServicerContext) -> pb.RestartTestResponse:  # noqa: N802
+    def RestartTest(self, request: pb.RestartTestRequest, context: grpc.ServicerContext) -> pb.RestartTestResponse:
         if not request.reason.strip():
             raise InputError("reason", "required: say why the test may run again (it is recorded)")
         at = self.guard.restart(_test_id(request.test_id), request.reason)
@@ -115,7 +124,9 @@ class RiskServicer(rpc.RiskServiceServicer):
         return pb.RestartTestResponse(test_id=request.test_id, test_status=pb.TEST_STATUS_RUNNING, restarted_at=stamp)
 
     @_mapped
-    def ListDecisions(self, request: pb.ListDecisionsRequest, context: grpc.ServicerContext) -> pb.ListDecisionsResponse:  # noqa: N802
+    def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDecisionsResponse:
         if request.page_size < 0:
             raise InputError("page_size", f"must be >= 0, got {request.page_size}")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
@@ -128,7 +139,7 @@ class RiskServicer(rpc.RiskServiceServicer):
             response.next_page_token = base64.urlsafe_b64encode(str(records[size - 1].seq).encode()).decode()
         return response
 
-    def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:  # noqa: N802
+    def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:
         actions = frozenset(pb.Action.Name(a).removeprefix("ACTION_").lower() for a in request.actions)
         watcher = self.guard.watch(frozenset(request.test_ids), actions)
         for decision in self.guard.stream(watcher, context.is_active):

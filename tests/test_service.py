@@ -86,7 +86,15 @@ def test_evaluate_returns_the_decision_replay_gives(service: Service) -> None:
         assert got == json.loads(json.dumps(want))
     assert got["action"] == "rollback"
     assert service.lines[-1]["event"] == "decision"
-    assert set(service.lines[-1]) == {"event", "decision_id", "test_id", "timestamp", "action", "risk_score", "latency_ms"}
+    assert set(service.lines[-1]) == {
+        "event",
+        "decision_id",
+        "test_id",
+        "timestamp",
+        "action",
+        "risk_score",
+        "latency_ms",
+    }
 
 
 def test_resent_snapshot_returns_the_recorded_decision(service: Service) -> None:
@@ -202,8 +210,11 @@ def test_watch_streams_decisions_as_they_are_made(service: Service) -> None:
     )
 
     def read() -> None:
-        for decision in stream:
-            received.append(decision)
+        try:
+            for decision in stream:
+                received.append(decision)
+        except grpc.RpcError as error:  # the cancel below ends the stream
+            assert error.code() == grpc.StatusCode.CANCELLED
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -231,21 +242,30 @@ def test_health_and_reflection(service: Service) -> None:
     assert "abguard.v1.RiskService" in database.get_services()
     described = database.FindFileContainingSymbol("abguard.v1.RiskService")
     assert {m.name for m in described.service[0].method} == {
-        "Evaluate", "GetTest", "RestartTest", "ListDecisions", "WatchDecisions"
+        "Evaluate",
+        "GetTest",
+        "RestartTest",
+        "ListDecisions",
+        "WatchDecisions",
     }
 
 
 def test_concurrent_callers_get_serial_answers(service: Service) -> None:
     """Eight callers on different tests at once: each test's decisions equal a serial replay."""
     names = ["healthy", "error_storm", "latency_spike", "accuracy_regression"]
-    streams = {f"{name}-{copy}": [{**row, "test_id": f"{name}-{copy}"} for row in scenario(name)[:40]]
-               for name in names for copy in range(2)}
+    streams = {
+        f"{name}-{copy}": [{**row, "test_id": f"{name}-{copy}"} for row in scenario(name)[:40]]
+        for name in names
+        for copy in range(2)
+    }
     results: dict[str, list[str]] = {}
     errors: list[BaseException] = []
 
     def call(test_id: str) -> None:
         try:
-            results[test_id] = [service.evaluate(row).decision_id + service.evaluate(row).reason for row in streams[test_id]]
+            results[test_id] = [
+                service.evaluate(row).decision_id + service.evaluate(row).reason for row in streams[test_id]
+            ]
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -257,9 +277,7 @@ def test_concurrent_callers_get_serial_answers(service: Service) -> None:
     assert not errors
     for test_id, rows in streams.items():
         local = Evaluator(POLICY)
-        assert results[test_id] == [
-            (d := local.evaluate(parse_snapshot(row))).decision_id + d.reason for row in rows
-        ]
+        assert results[test_id] == [(d := local.evaluate(parse_snapshot(row))).decision_id + d.reason for row in rows]
 
 
 def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
@@ -299,9 +317,20 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     """`abguard serve` stops on SIGTERM: in-flight calls finish, the log holds every answered decision, exit 0."""
     abguard = str(Path(sys.executable).parent / "abguard")
     process = subprocess.Popen(
-        [abguard, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
-         "--policies", str(ROOT / "policies")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            abguard,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--policies",
+            str(ROOT / "policies"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
     started = json.loads(process.stdout.readline())

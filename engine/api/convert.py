@@ -46,7 +46,9 @@ def _arm(message: pb.ArmMetrics) -> dict[str, Any]:
     if message.HasField("errors"):
         data["errors"] = {k: getattr(message.errors, k) for k in _ERRORS if message.errors.HasField(k)}
     if message.HasField("retries"):
-        data["retries"] = {k: getattr(message.retries, k) for k in ("attempted", "failed") if message.retries.HasField(k)}
+        data["retries"] = {
+            k: getattr(message.retries, k) for k in ("attempted", "failed") if message.retries.HasField(k)
+        }
     if message.HasField("cache"):
         cache = message.cache
         block: dict[str, Any] = {}
@@ -66,16 +68,16 @@ def fill_decision(message: pb.Decision | pb.EvaluateResponse, decision: dict[str
     message.decision_id = decision["decision_id"]
     message.test_id = decision["test_id"]
     message.timestamp = decision["timestamp"]
-    message.action = pb.Action.Value("ACTION_" + decision["action"].upper())
+    message.action = enum_value(pb.Action, "ACTION_", decision["action"])
     message.confidence = decision["confidence"]
     message.reason = decision["reason"]
     message.triggered_by = decision["triggered_by"] or ""
     message.risk_score = decision["risk_score"]
-    message.risk_level = pb.RiskLevel.Value("RISK_LEVEL_" + decision["risk_level"].upper())
+    message.risk_level = enum_value(pb.RiskLevel, "RISK_LEVEL_", decision["risk_level"])
     for condition in decision["conditions"]:
         item = message.conditions.add(
             name=condition["name"],
-            status=pb.ConditionStatus.Value("CONDITION_STATUS_" + condition["status"].upper()),
+            status=enum_value(pb.ConditionStatus, "CONDITION_STATUS_", condition["status"]),
             severity=condition["severity"],
             weight=condition["weight"],
             contribution=condition["contribution"],
@@ -105,7 +107,7 @@ def fill_decision(message: pb.Decision | pb.EvaluateResponse, decision: dict[str
     message.policy.name = decision["policy"]["name"]
     message.policy.version = decision["policy"]["version"]
     message.policy.digest = decision["policy"]["digest"]
-    message.test_status = pb.TestStatus.Value("TEST_STATUS_" + decision["test_status"].upper())
+    message.test_status = enum_value(pb.TestStatus, "TEST_STATUS_", decision["test_status"])
 
 
 def decision_to_dict(message: pb.Decision | pb.EvaluateResponse) -> dict[str, Any]:
@@ -146,7 +148,9 @@ def decision_to_dict(message: pb.Decision | pb.EvaluateResponse) -> dict[str, An
             }
             for c in message.conditions
         ],
-        "target_rollout_percent": message.target_rollout_percent if message.HasField("target_rollout_percent") else None,
+        "target_rollout_percent": message.target_rollout_percent
+        if message.HasField("target_rollout_percent")
+        else None,
         "actions": [
             {"name": a.name, "params": _plain(dict(a.params)), "condition": a.condition} for a in message.actions
         ],
@@ -154,6 +158,11 @@ def decision_to_dict(message: pb.Decision | pb.EvaluateResponse) -> dict[str, An
         "policy": {"name": message.policy.name, "version": message.policy.version, "digest": message.policy.digest},
         "test_status": _word(pb.TestStatus.Name(message.test_status), "TEST_STATUS_"),
     }
+
+
+def enum_value(enum: Any, prefix: str, word: str) -> Any:
+    """The proto enum number for a contract word: ("ACTION_", "reduce_rollout") -> ACTION_REDUCE_ROLLOUT."""
+    return enum.Value(prefix + word.upper())
 
 
 def _word(name: str, prefix: str) -> str:

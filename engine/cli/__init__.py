@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import policy, replay, serve
+from . import demo, policy, replay, serve
 
 USAGE = 2
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_parser(commands)
     replay.add_parser(commands)
     serve.add_parsers(commands)
+    demo.add_parser(commands)
     return parser
 
 

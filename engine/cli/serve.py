@@ -12,9 +12,17 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ..api.convert import decision_to_dict
+from ..api.v1 import risk_pb2 as pb
+from ..api.v1 import risk_pb2_grpc as rpc
+from ..guard import Guard
 from ..policy.policyset import DEFAULT_PROFILE, PolicyError, load_effective
-from ..render import table_header, table_row
+from ..render import table_header, table_row, to_json_dict
+from ..server import create_server
+from ..store.sqlite import SqliteLog
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -52,12 +60,10 @@ def _log(event: dict[str, Any]) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ..guard import Guard
-    from ..server import create_server
-    from ..store.sqlite import SqliteLog
-
     if not args.data_dir:
-        print("abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr)
+        print(
+            "abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr
+        )
         return USAGE
     try:
         policy = load_effective([args.policies], None if args.profile == "none" else args.profile, args.env)
@@ -82,16 +88,18 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     host = args.listen.rsplit(":", 1)[0]
-    _log({
-        "event": "serving",
-        "listen": f"{host}:{port}",
-        "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
-        "profile": policy.profile,
-        "environment": policy.environment,
-        "enforced": policy.rollback_enabled,
-        "data_dir": args.data_dir,
-        "rebuilt_snapshots": guard.rebuilt,
-    })
+    _log(
+        {
+            "event": "serving",
+            "listen": f"{host}:{port}",
+            "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
+            "profile": policy.profile,
+            "environment": policy.environment,
+            "enforced": policy.rollback_enabled,
+            "data_dir": args.data_dir,
+            "rebuilt_snapshots": guard.rebuilt,
+        }
+    )
     stop.wait()
     health.enter_graceful_shutdown()
     started = time.monotonic()
@@ -102,12 +110,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..api.convert import decision_to_dict
-    from ..api.v1 import risk_pb2 as pb
-    from ..api.v1 import risk_pb2_grpc as rpc
-    from ..render import to_json_dict
-    from google.protobuf import json_format
-
     try:
         source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
     except OSError as error:
@@ -143,8 +145,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_health(args: argparse.Namespace) -> int:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     try:
         with grpc.insecure_channel(args.server) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)

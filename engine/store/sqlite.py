@@ -75,9 +75,16 @@ class SqliteLog:
                     "INSERT INTO decisions (decision_id, test_id, event_time, received_at, action, policy_name,"
                     " policy_version, policy_digest, snapshot, decision) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
-                        body["decision_id"], body["test_id"], event_time, received_at, body["action"],
-                        policy["name"], policy["version"], policy["digest"],
-                        json.dumps(snapshot, separators=(",", ":")), json.dumps(body, separators=(",", ":")),
+                        body["decision_id"],
+                        body["test_id"],
+                        event_time,
+                        received_at,
+                        body["action"],
+                        policy["name"],
+                        policy["version"],
+                        policy["digest"],
+                        json.dumps(snapshot, separators=(",", ":")),
+                        json.dumps(body, separators=(",", ":")),
                     ),
                 )
                 seq = int(cursor.lastrowid or 0)
@@ -164,4 +171,3 @@ class SqliteLog:
                 sql.replace("SELECT *", "SELECT seq, test_id, event_time, received_at, snapshot, decision"), args
             ).fetchall()
         return [Record(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
-
