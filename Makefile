@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Generated gRPC code: one command, from protos/, into engine/api/v1 (not committed).
-$(GEN): $(PROTO) $(STAMP)
+$(GEN) &: $(PROTO) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
 
 proto: $(STAMP)
