@@ -1,0 +1,36 @@
+# abguard service image. Mirrors what CI runs (.ci/run -> make install): the same
+# pyproject dependencies, the same protoc step generating engine/api/v1, Python 3.11.
+# No Docker engine runs where this is developed: keep it in step with the Makefile.
+
+FROM python:3.11-slim AS build
+# durable-rules ships as an sdist with a C extension: compile it here, not in the runtime image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc g++ make \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos ./protos
+COPY engine ./engine
+RUN python -m venv /opt/abguard \
+    && /opt/abguard/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/abguard/bin/pip install --no-cache-dir "grpcio-tools>=1.60" \
+    && /opt/abguard/bin/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
+        protos/engine/api/v1/risk.proto \
+    && /opt/abguard/bin/pip install --no-cache-dir . \
+    && /opt/abguard/bin/abguard policy facts > /dev/null
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --create-home --home-dir /app abguard \
+    && mkdir -p /data && chown abguard:abguard /data
+COPY --from=build /opt/abguard /opt/abguard
+COPY --chown=abguard:abguard policies /app/policies
+ENV PATH=/opt/abguard/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    ABGUARD_POLICIES=/app/policies
+USER abguard
+WORKDIR /app
+VOLUME ["/data"]
+EXPOSE 50051
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["abguard", "health", "--server", "127.0.0.1:50051"]
+ENTRYPOINT ["abguard", "serve", "--listen", "0.0.0.0:50051", "--data-dir", "/data"]
