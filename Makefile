@@ -54,6 +54,7 @@ demo: install
 # Benchmarks print ratios measured in one run; they never fail the build.
 bench: install
 	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_grpc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -345,7 +345,7 @@ def _params(params: Mapping[str, Any]) -> str:
 
 def _duration(seconds: float) -> str:
     """90 -> '1m30s', 120 -> '2m', 45 -> '45s'."""
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     if not minutes:
         return f"{rest}s"
     return f"{minutes}m{rest}s" if rest else f"{minutes}m"

@@ -36,9 +36,21 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="abguard-demo-") as data_dir:
-        command = [sys.executable, "-m", "engine", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                   "--policies", args.policies]
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        command = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--policies",
+            args.policies,
+        ]
+        server = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         try:
             assert server.stdout is not None
             line = server.stdout.readline()
@@ -49,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
             events: list[str] = []
             drain = threading.Thread(target=lambda: events.extend(server.stdout or ()), daemon=True)
             drain.start()  # the service logs a line per decision: keep its pipe from filling up
-            print(f"abguard serve is listening on {started['listen']} (policy {started['policy']['name']} "
-                  f"v{started['policy']['version']} {started['policy']['digest'][:19]}..., profile {started['profile']})")
+            print(
+                f"abguard serve is listening on {started['listen']} (policy {started['policy']['name']} "
+                f"v{started['policy']['version']} {started['policy']['digest'][:19]}..., profile {started['profile']})"
+            )
             print(f"decision log: {data_dir}/decisions.sqlite3\n")
             with grpc.insecure_channel(started["listen"]) as channel:
                 grpc.channel_ready_future(channel).result(timeout=10)
@@ -102,8 +116,16 @@ def _summary(stub: rpc.RiskServiceStub) -> None:
     rolled = [n for n in SCENARIOS if n != "healthy"]
     print("\nWhy the first rollback happened, as recorded:")
     for name in rolled[:1]:
-        decisions = stub.ListDecisions(pb.ListDecisionsRequest(test_id=name.replace("_", "-"), page_size=500), timeout=10)
-        first = next((d for d in reversed(decisions.decisions)
-                      if d.action in (pb.ACTION_ROLLBACK, pb.ACTION_IMMEDIATE_ROLLBACK)), None)
+        decisions = stub.ListDecisions(
+            pb.ListDecisionsRequest(test_id=name.replace("_", "-"), page_size=500), timeout=10
+        )
+        first = next(
+            (
+                d
+                for d in reversed(decisions.decisions)
+                if d.action in (pb.ACTION_ROLLBACK, pb.ACTION_IMMEDIATE_ROLLBACK)
+            ),
+            None,
+        )
         if first is not None:
             print(f"  {first.test_id} at {first.timestamp}: {first.reason}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -56,7 +57,9 @@ def add_parsers(commands: Any) -> None:
 
 
 def _log(event: dict[str, Any]) -> None:
-    print(json.dumps(event, separators=(",", ":")), flush=True)
+    """One JSON line per event on stdout; a closed or full log never fails a decision."""
+    with contextlib.suppress(OSError, ValueError):
+        print(json.dumps(event, separators=(",", ":")), flush=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
