@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,3 +57,12 @@ def snapshot(test_id: str = "t1", step: int = 0, interval: int = 30, **challenge
         "champion": arm(1_080_000),
         "challenger": arm(120_000, **challenger),
     }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ABGUARD_REQUIRE_SERVICES set (CI), a skipped test fails the run: nothing may hide."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("ABGUARD_REQUIRE_SERVICES") and skipped:
+        print(f"\nABGUARD_REQUIRE_SERVICES is set and {skipped} test(s) were skipped: failing the run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
