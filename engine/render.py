@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from .decision import Decision
 
 TABLE_HEADER = ("TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC", "REASON")
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
 def to_json(decision: Decision) -> str:
-    return _ENCODER.encode(decision.to_dict())
+    return orjson.dumps(decision.to_dict()).decode()
 
 
 def to_json_dict(decision: dict[str, Any]) -> str:
-    return _ENCODER.encode(decision)
+    return orjson.dumps(decision).decode()
 
 
 def table_row(decision: Decision | dict[str, Any], width: int = 160) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from . import Record, Restart
 
@@ -83,15 +84,15 @@ class SqliteLog:
                         policy["name"],
                         policy["version"],
                         policy["digest"],
-                        json.dumps(snapshot, separators=(",", ":")),
-                        json.dumps(body, separators=(",", ":")),
+                        orjson.dumps(snapshot).decode(),
+                        orjson.dumps(body).decode(),
                     ),
                 )
                 seq = int(cursor.lastrowid or 0)
                 if evidence is not None:
                     self._db.execute(
                         "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (?,?,?)",
-                        (seq, body["test_id"], json.dumps(evidence, separators=(",", ":"))),
+                        (seq, body["test_id"], orjson.dumps(evidence).decode()),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -154,7 +155,7 @@ class SqliteLog:
             rows = self._db.execute(
                 "SELECT evidence FROM rollback_evidence WHERE test_id = ? ORDER BY seq", (test_id,)
             ).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [orjson.loads(row[0]) for row in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -170,4 +171,4 @@ class SqliteLog:
             rows = self._db.execute(
                 sql.replace("SELECT *", "SELECT seq, test_id, event_time, received_at, snapshot, decision"), args
             ).fetchall()
-        return [Record(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
+        return [Record(r[0], r[1], r[2], r[3], orjson.loads(r[4]), orjson.loads(r[5])) for r in rows]
