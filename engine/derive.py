@@ -106,7 +106,7 @@ class TestMetrics:
         self.errors = RollingSums(c["error_rate"].window_seconds, 14)
         self.cache = RollingSums(c["cache_performance"].window_seconds, 2 * len(CACHE_TIERS) + 6)
         self.cache_entries: int | None = None
-        self.throughput = RollingSums(c["throughput"].window_seconds, 4)
+        self.throughput = RollingSums(c["throughput"].window_seconds, 6)
         anomaly = c["anomaly"]
         self.history = AnomalyTracker(
             max(anomaly.min_samples + 1, min(240, math.ceil(anomaly.window_seconds / 30))), len(ANOMALY_METRICS)
@@ -135,8 +135,11 @@ class TestMetrics:
         if challenger.errors is not None:
             self._count_rising(t, challenger.requests, sum(challenger.errors.values()))
         if challenger.cache is not None:
-            self._add_cache(t, challenger)
-        self.throughput.add(t, [champion.requests, challenger.requests, s.interval_seconds, 1])
+            self._add_cache(t, challenger, s.interval_seconds)
+        share = s.rollout_percent / 100 if s.rollout_percent is not None else None
+        # each snapshot's requests per unit of its own traffic share: a ramp is not a drop
+        shared = (champion.requests / (1 - share), challenger.requests / share) if share and 0 < share < 1 else (0, 0)
+        self.throughput.add(t, [champion.requests, challenger.requests, s.interval_seconds, 1, *shared])
         self.history.add(_anomaly_row(s))
 
     def _add_confidence(self, t: float, champion: Arm, challenger: Arm) -> None:
@@ -169,7 +172,7 @@ class TestMetrics:
         _, total_requests, total_errors = self.tumbling or (index, 0.0, 0.0)
         self.tumbling = (index, total_requests + requests, total_errors + errors)
 
-    def _add_cache(self, t: float, arm: Arm) -> None:
+    def _add_cache(self, t: float, arm: Arm, interval: float) -> None:
         cache = arm.cache
         assert cache is not None
         row: list[float] = []
@@ -181,7 +184,7 @@ class TestMetrics:
         last = next((cache.tiers[tier] for tier in reversed(CACHE_TIERS) if tier in cache.tiers), None)
         final_misses = last.misses if last else 0
         timed = lookups if cache.response_time_ms is not None else 0
-        reported = 1 if cache.evictions is not None else 0
+        reported = interval if cache.evictions is not None else 0  # seconds the eviction counts cover
         row += [lookups, final_misses, cache.evictions or 0, reported, timed, timed * (cache.response_time_ms or 0)]
         self.cache.add(t, row)
         if cache.entries is not None:
@@ -305,7 +308,7 @@ class TestMetrics:
     def _cache(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
         row = self.cache.total(t).tolist()
         tiers = row[: 2 * len(CACHE_TIERS)]
-        lookups, final_misses, evictions, eviction_reports, timed, timed_sum = row[2 * len(CACHE_TIERS) :]
+        lookups, final_misses, evictions, eviction_seconds, timed, timed_sum = row[2 * len(CACHE_TIERS) :]
         facts: dict[str, float] = {"samples": lookups}
         if lookups > 0:
             facts["hit_rate"] = 1 - final_misses / lookups
@@ -313,23 +316,20 @@ class TestMetrics:
             hits, misses = tiers[2 * index], tiers[2 * index + 1]
             if hits + misses > 0:
                 facts[f"{tier}_hit_rate"] = hits / (hits + misses)
-        if eviction_reports > 0 and self.cache_entries:
-            minutes = c.window_seconds / 60
-            facts["eviction_rate"] = evictions / minutes / self.cache_entries
+        if eviction_seconds > 0 and self.cache_entries:
+            facts["eviction_rate"] = evictions / (eviction_seconds / 60) / self.cache_entries
         if timed > 0:
             facts["response_time_ms"] = timed_sum / timed
         return lookups, facts
 
     def _throughput(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        champion_requests, challenger_requests, seconds, snapshots = self.throughput.total(t).tolist()
+        totals = self.throughput.total(t).tolist()
+        champion_requests, challenger_requests, seconds, snapshots, champion_shared, challenger_shared = totals
         facts: dict[str, float] = {"samples": snapshots}
         if seconds > 0:
             facts["service_rps"] = (champion_requests + challenger_requests) / seconds
-            share = s.rollout_percent / 100 if s.rollout_percent is not None else None
-            if share is not None and 0 < share < 1 and champion_requests > 0:
-                challenger_per_share = challenger_requests / seconds / share
-                champion_per_share = champion_requests / seconds / (1 - share)
-                facts["relative_drop"] = 1 - challenger_per_share / champion_per_share
+        if champion_shared > 0:
+            facts["relative_drop"] = 1 - challenger_shared / champion_shared
         arms = (s.champion, s.challenger)
         depths = [arm.queue_depth for arm in arms if arm.queue_depth is not None]
         if depths:

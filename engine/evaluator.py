@@ -75,12 +75,12 @@ class Evaluator:
 
     def evaluate(self, snapshot: Snapshot) -> Decision:
         state = self.state(snapshot.test_id)
-        t = snapshot.timestamp
+        t, time_text = snapshot.timestamp, snapshot.time_text  # everything that can fail, before any change
         remembered = state.recent.get(t)
         if remembered is not None:
             return remembered
         if state.last_time is not None and t < state.last_time:
-            raise OutOfOrderError(snapshot.test_id, snapshot.time_text, format_time(state.last_time))
+            raise OutOfOrderError(snapshot.test_id, time_text, format_time(state.last_time))
         gap = GAP_FACTOR * max(snapshot.interval_seconds, state.last_interval)
         continuous = state.last_time is not None and t - state.last_time <= gap
 
@@ -102,7 +102,7 @@ class Evaluator:
         decision, state.cuts = decide(
             self.policy,
             snapshot.test_id,
-            snapshot.time_text,
+            time_text,
             snapshot.rollout_percent,
             conditions,
             rule,

@@ -78,9 +78,13 @@ class Guard:
                 return recorded.decision
             decision = self.evaluator.evaluate(snapshot)
             body = decision.to_dict()
-            evidence = self._evidence(decision, raw, received) if self._rolled_back_now(decision) else None
-            self.log.append(raw, body, snapshot.timestamp, received, evidence)
-        self._publish(body)
+            try:
+                evidence = self._evidence(decision, raw, received) if self._rolled_back_now(decision) else None
+                self.log.append(raw, body, snapshot.timestamp, received, evidence)
+            except BaseException:
+                self._reload(snapshot.test_id)  # memory must not run ahead of the log
+                raise
+            self._publish(body)  # under the test's lock: watchers see a test's decisions in order
         return body
 
     def _rolled_back_now(self, decision: Decision) -> bool:
@@ -163,13 +167,17 @@ class Guard:
                 except queue.Full:
                     watcher.dropped = True
 
-    def close(self) -> None:
+    def end_watches(self) -> None:
+        """Tell every watcher its stream is over (first step of a shutdown)."""
         with self._watchers_lock:
             for watcher in self._watchers:
                 try:
                     watcher.queue.put_nowait(None)
                 except queue.Full:
                     watcher.dropped = True
+
+    def close(self) -> None:
+        self.end_watches()
         self.log.close()
 
     # --- restoring --------------------------------------------------------------------------
@@ -181,24 +189,27 @@ class Guard:
         earlier policy stays rolled back.
         """
         horizon = max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in self.policy.conditions)
+        return sum(self._reload(test_id, horizon) for test_id in self.log.tests())
+
+    def _reload(self, test_id: str, horizon: float | None = None) -> int:
+        """One test's state from the log alone; the number of snapshots replayed."""
+        if horizon is None:
+            horizon = max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in self.policy.conditions)
+        self.evaluator.restart(test_id)
+        last = self.log.last(test_id)
+        restart = self.log.last_restart(test_id)
+        if last is None or (restart is not None and restart.after_seq >= last.seq):
+            return 0
         replayed = 0
-        for test_id in self.log.tests():
-            last = self.log.last(test_id)
-            if last is None:
+        for record in self.log.since_restart(test_id, last.event_time - horizon - 1):
+            try:
+                self.evaluator.evaluate(parse_snapshot(record.snapshot))
+                replayed += 1
+            except (InputError, OutOfOrderError):
                 continue
-            restart = self.log.last_restart(test_id)
-            if restart is not None and restart.after_seq >= last.seq:
-                continue
-            records = self.log.since_restart(test_id, last.event_time - horizon - 1)
-            for record in records:
-                try:
-                    self.evaluator.evaluate(parse_snapshot(record.snapshot))
-                    replayed += 1
-                except (InputError, OutOfOrderError):
-                    continue
-            state = self.evaluator.tests.get(test_id)
-            if state is not None:
-                state.status = _recorded_status(self.log.since_restart(test_id, 0.0))
+        state = self.evaluator.tests.get(test_id)
+        if state is not None:
+            state.status = _recorded_status(self.log.since_restart(test_id, 0.0))
         return replayed
 
     def _lock(self, test_id: str) -> threading.Lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -22,7 +23,7 @@ from .api.convert import enum_value, fill_decision, snapshot_to_dict
 from .api.v1 import risk_pb2 as pb
 from .api.v1 import risk_pb2_grpc as rpc
 from .evaluator import OutOfOrderError
-from .guard import Guard, UnknownTestError
+from .guard import Guard, UnknownTestError, Watcher
 from .snapshot import InputError
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"].full_name
@@ -49,13 +50,13 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
         try:
             return method(self, request, context)
         except InputError as error:
-            _abort(context, code_pb2.INVALID_ARGUMENT, str(error), f"snapshot.{error.field}")
+            _abort(context, code_pb2.INVALID_ARGUMENT, str(error), error.field)
         except OutOfOrderError as error:
             _abort(context, code_pb2.FAILED_PRECONDITION, str(error), "snapshot.timestamp")
         except UnknownTestError as error:
             _abort(context, code_pb2.NOT_FOUND, str(error), "test_id")
-        except ValueError as error:
-            _abort(context, code_pb2.INVALID_ARGUMENT, str(error))
+        except TooManyWatchersError as error:
+            _abort(context, code_pb2.RESOURCE_EXHAUSTED, str(error))
         except Exception as error:  # a bug of ours: say so, keep serving
             print(
                 json.dumps({"event": "internal_error", "method": method.__name__, "error": repr(error)}),
@@ -68,17 +69,28 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
     return call
 
 
+class TooManyWatchersError(RuntimeError):
+    """Each watch stream holds a worker thread; past the limit Evaluate would starve."""
+
+
 class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated base class is untyped
-    def __init__(self, guard: Guard, log_line: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, guard: Guard, log_line: Callable[[dict[str, Any]], None] | None = None, max_watchers: int = 4
+    ) -> None:
         self.guard = guard
         self.log_line = log_line
+        self.max_watchers = max_watchers
+        self._watch_slots = threading.BoundedSemaphore(max_watchers)
 
     @_mapped
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
         start = time.perf_counter()
         if not request.HasField("snapshot"):
-            raise InputError("$", "required: the request carries no snapshot")
-        decision = self.guard.evaluate(snapshot_to_dict(request.snapshot))
+            raise InputError("snapshot", "required: the request carries no snapshot")
+        try:
+            decision = self.guard.evaluate(snapshot_to_dict(request.snapshot))
+        except InputError as error:  # fields are named from the request: snapshot.challenger.requests
+            raise InputError(f"snapshot.{error.field}", error.message) from None
         response = pb.EvaluateResponse()
         fill_decision(response, decision)
         if self.log_line is not None:
@@ -140,14 +152,29 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         return response
 
     def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:
-        actions = frozenset(pb.Action.Name(a).removeprefix("ACTION_").lower() for a in request.actions)
-        watcher = self.guard.watch(frozenset(request.test_ids), actions)
-        for decision in self.guard.stream(watcher, context.is_active):
-            message = pb.Decision()
-            fill_decision(message, decision)
-            yield message
+        watcher = self._open_watch(request, context)
+        try:
+            for decision in self.guard.stream(watcher, context.is_active):
+                message = pb.Decision()
+                fill_decision(message, decision)
+                yield message
+        finally:
+            self._watch_slots.release()
         if watcher.dropped:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "watcher fell too far behind; reconnect")
+
+    @_mapped
+    def _open_watch(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Watcher:
+        names = []
+        for index, number in enumerate(request.actions):
+            if number not in pb.Action.values() or number == pb.ACTION_UNSPECIFIED:
+                raise InputError(f"actions[{index}]", f"{number} is not an Action")
+            names.append(pb.Action.Name(number).removeprefix("ACTION_").lower())
+        if not self._watch_slots.acquire(blocking=False):
+            raise TooManyWatchersError(
+                f"{self.max_watchers} watch streams are open, the most this server allows; close one or retry"
+            )
+        return self.guard.watch(frozenset(request.test_ids), frozenset(names))
 
 
 def _test_id(value: str) -> str:
@@ -158,9 +185,12 @@ def _test_id(value: str) -> str:
 
 def _cursor(token: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
+        seq = int(base64.urlsafe_b64decode(token.encode()).decode())
     except (ValueError, UnicodeDecodeError):
-        raise InputError("page_token", "not a token this service gave out") from None
+        seq = -1
+    if not 0 < seq < 2**62:
+        raise InputError("page_token", "not a token this service gave out")
+    return seq
 
 
 def create_server(
@@ -174,7 +204,8 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
         options=[("grpc.so_reuseport", 0), ("grpc.max_connection_age_ms", 300_000)],
     )
-    rpc.add_RiskServiceServicer_to_server(RiskServicer(guard, log_line), server)
+    # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing
+    rpc.add_RiskServiceServicer_to_server(RiskServicer(guard, log_line, max(1, workers // 4)), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

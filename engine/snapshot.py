@@ -12,6 +12,7 @@ from typing import Any
 CONFIDENCE_BINS = 10
 ERROR_CATEGORIES = ("extraction", "serialization", "timeout", "cache")
 CACHE_TIERS = ("l1", "l2", "l3", "l4")
+MIN_TIME, MAX_TIME = 0.0, 253370764800.0  # 1970-01-01 and 9999-01-01: every time format_time can write
 
 
 class InputError(ValueError):
@@ -149,7 +150,10 @@ def parse_time(value: Any) -> float:
         raise InputError("timestamp", f"{value!r} is not an RFC 3339 time (e.g. 2026-11-24T10:00:00Z)") from None
     if moment.tzinfo is None or "T" not in text.upper():
         raise InputError("timestamp", f"{value!r} needs a date, a time and a UTC offset (e.g. ...T10:00:00Z)")
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    if not MIN_TIME <= seconds <= MAX_TIME:
+        raise InputError("timestamp", f"{value!r} is outside the years 1970 to 9998")
+    return seconds
 
 
 def _arm(data: Any, where: str) -> Arm:

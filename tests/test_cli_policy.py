@@ -164,6 +164,19 @@ def test_diff_literal_in_expression(capsys: pytest.CaptureFixture[str], tmp_path
     assert row.rstrip().endswith("stricter")
 
 
+def test_diff_judges_a_threshold_inside_arithmetic(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Raising t in `hit_rate < 1 - t` lowers the bound: looser, whatever the operator alone suggests."""
+    base = (ROOT / "policies" / "default.yaml").read_text()
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(base)
+    new.write_text(base.replace("cache_miss_threshold: 0.05", "cache_miss_threshold: 0.5"))
+    code, out, _ = run(capsys, "policy", "diff", str(old), str(new), "--format", "json")
+    (change,) = json.loads(out)["changes"]
+    assert code == 1
+    assert change["path"] == "spec.conditions.cache_performance.thresholds.cache_miss_threshold"
+    assert change["effect"] == "looser"
+
+
 def test_diff_no_change_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     """Identical sides: exit 0 and says so."""
     path = str(ROOT / "policies" / "default.yaml")

@@ -177,3 +177,46 @@ def test_state_per_test_is_bounded_after_a_day(policy) -> None:  # type: ignore[
             sizes.append(state.metrics.state_bytes())
     assert max(sizes) <= 64 * 1024
     assert sizes == sorted(sizes)
+
+
+def test_timestamp_beyond_what_can_be_written_is_refused_without_harm(policy) -> None:  # type: ignore[no-untyped-def]
+    """A time past year 9998 is an input error naming `timestamp`, and the test's windows are untouched."""
+    from engine.snapshot import InputError
+
+    evaluator = Evaluator(policy)
+    evaluator.evaluate(parse_snapshot(snapshot(step=0)))
+    with pytest.raises(InputError) as refused:
+        parse_snapshot({**snapshot(step=1), "timestamp": "9999-12-31T23:59:59-14:00"})
+    assert refused.value.field == "timestamp"
+    decision = evaluator.evaluate(parse_snapshot(snapshot(step=1)))
+    assert next(c for c in decision.conditions if c.name == "throughput").samples == 2
+
+
+def test_a_traffic_ramp_is_not_a_throughput_drop(policy) -> None:  # type: ignore[no-untyped-def]
+    """Requests proportional to each snapshot's share give no relative drop while the share changes."""
+    evaluator = Evaluator(policy)
+    for step in range(10):
+        share = 5 if step < 5 else 10
+        row = snapshot(step=step)
+        row["rollout_percent"] = share
+        row["champion"]["requests"] = 40_000 * 30 * (100 - share) // 100  # type: ignore[index]
+        row["challenger"]["requests"] = 40_000 * 30 * share // 100  # type: ignore[index]
+        evaluator.evaluate(parse_snapshot(row))
+    state = evaluator.state("t1")
+    facts = state.metrics.derive(parse_snapshot(row)).facts
+    assert facts["throughput.relative_drop"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_eviction_rate_is_per_minute_of_reported_time(policy) -> None:  # type: ignore[no-untyped-def]
+    """300 evictions every 30 s over 1000 entries is 0.6 per minute from the first snapshot on."""
+    evaluator = Evaluator(policy)
+    rates = []
+    for step in range(4):
+        row = snapshot(step=step)
+        row["challenger"]["cache"]["evictions"] = 300  # type: ignore[index]
+        row["challenger"]["cache"]["entries"] = 1000  # type: ignore[index]
+        parsed = parse_snapshot(row)
+        state = evaluator.state("t1")
+        state.metrics.add(parsed)
+        rates.append(state.metrics.derive(parsed).facts["cache.eviction_rate"])
+    assert rates == pytest.approx([0.6] * 4)

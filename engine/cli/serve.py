@@ -106,6 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
     stop.wait()
     health.enter_graceful_shutdown()
     started = time.monotonic()
+    guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
     guard.close()
     _log({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})

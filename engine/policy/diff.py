@@ -65,7 +65,7 @@ def _judged(change: Change, old_doc: Any, new_doc: Any) -> Change:
     effect = ""
     try:
         if len(parts) >= 5 and parts[:2] == ["spec", "conditions"] and parts[3] == "thresholds":
-            effect = _threshold_effect(new_doc, parts[2], parts[4], change.old, change.new)
+            effect = _threshold_effect(old_doc, new_doc, parts[2], parts[4])
         elif len(parts) >= 6 and parts[:2] == ["spec", "conditions"] and parts[3] == "indicators":
             effect = _indicator_effect(parts[5], change.old, change.new, old_doc, new_doc, parts[2])
         elif parts[:3] == ["spec", "decision", "rules"] and len(parts) == 6 and parts[4] == "if":
@@ -81,16 +81,22 @@ def _direction(ops: list[str], raised: bool) -> str:
     return effects.pop() if len(effects) == 1 else ("mixed" if effects else "")
 
 
-def _threshold_effect(document: Any, condition: str, name: str, old: Any, new: Any) -> str:
-    if not isinstance(old, int | float) or not isinstance(new, int | float) or old == new:
-        return ""
-    body = document["spec"]["conditions"][condition]
-    ops: list[str] = []
-    for item in body["indicators"]:
-        for leaf in comparisons(parse(item["when"], FACTS, body["thresholds"])):
-            if name in leaf.thresholds:
-                ops.append(_effective_op(leaf))
-    return _direction(ops, raised=new > old)
+def _threshold_effect(old_doc: Any, new_doc: Any, condition: str, name: str) -> str:
+    """Each comparison using the threshold is evaluated with the old and the new value; the
+    effect follows from which way its bound moved (so `1 - t` and `x / t` judge right)."""
+    old_body, new_body = old_doc["spec"]["conditions"][condition], new_doc["spec"]["conditions"][condition]
+    effects = set()
+    for item in new_body["indicators"]:
+        before = comparisons(parse(item["when"], FACTS, {**new_body["thresholds"], name: old_body["thresholds"][name]}))
+        after = comparisons(parse(item["when"], FACTS, new_body["thresholds"]))
+        for a, b in zip(before, after, strict=True):
+            if name not in a.thresholds:
+                continue
+            x, y = (a.value, b.value) if a.other is None else (a.factor, b.factor)
+            if x is not None and y is not None and x != y:
+                effects.add(_direction([_effective_op(a)], raised=y > x))
+    effects.discard("")
+    return effects.pop() if len(effects) == 1 else ("mixed" if effects else "")
 
 
 def _effective_op(leaf: Compare) -> str:

@@ -61,7 +61,9 @@ def parse_text(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]
         return None, [Diagnostic(file, 1, "$", "yaml-empty", "the file holds no YAML document")]
     lines: dict[Path, int] = {}
     problems: list[Diagnostic] = []
-    _index(node, (), lines, problems, file)
+    _index(node, (), lines, problems, file, set())
+    if any(problem.code == "yaml-alias-cycle" for problem in problems):
+        return None, problems
     loader = _Loader("")
     try:
         data = loader.construct_document(node)
@@ -72,8 +74,22 @@ def parse_text(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]
     return Document(file, data, lines), problems
 
 
-def _index(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Diagnostic], file: str) -> None:
+def _index(
+    node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Diagnostic], file: str, open_nodes: set[int]
+) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in open_nodes:  # an alias to one of its own ancestors: the document never ends
+        problems.append(
+            Diagnostic(
+                file,
+                node.start_mark.line + 1,
+                format_path(path),
+                "yaml-alias-cycle",
+                "this alias refers to a node that contains it",
+            )
+        )
+        return
+    open_nodes = open_nodes | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -91,10 +107,10 @@ def _index(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[D
                 )
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _index(value_node, child, lines, problems, file)
+            _index(value_node, child, lines, problems, file, open_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index(item, (*path, index), lines, problems, file)
+            _index(item, (*path, index), lines, problems, file, open_nodes)
 
 
 def read_file(path: str) -> tuple[Document | None, list[Diagnostic]]:

@@ -40,7 +40,20 @@ def check_document(document: Document) -> list[Diagnostic]:
     if kind not in schemas.SCHEMA_FILES:
         known = ", ".join(schemas.SCHEMA_FILES)
         return [document.diagnostic(("kind",), "unknown-kind", f"kind must be one of {known}, found {kind!r}")]
-    return [_schema_diagnostic(document, error) for error in _validator(kind).iter_errors(data)]
+    problems = [_schema_diagnostic(document, error) for error in _validator(kind).iter_errors(data)]
+    return problems + list(_non_finite(document, data, ()))
+
+
+def _non_finite(document: Document, value: Any, path: Path) -> Iterator[Diagnostic]:
+    """NaN and infinities slip through JSON Schema's bounds (every comparison with NaN is false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield document.diagnostic(path, "number-not-finite", f"{value} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(document, item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(document, item, (*path, index))
 
 
 def _schema_diagnostic(document: Document, error: Any) -> Diagnostic:

@@ -102,8 +102,8 @@ class SqliteLog:
 
     def find(self, test_id: str, event_time: float) -> Record | None:
         rows = self._query(
-            "SELECT * FROM decisions WHERE test_id = ? AND event_time = ? AND seq > ? ORDER BY seq DESC LIMIT 1",
-            (test_id, event_time, self._floor(test_id)),
+            "SELECT * FROM decisions WHERE test_id = ? AND event_time = ? ORDER BY seq DESC LIMIT 1",
+            (test_id, event_time),
         )
         return rows[0] if rows else None
 
