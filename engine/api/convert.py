@@ -100,14 +100,27 @@ def fill_decision(message: pb.Decision | pb.EvaluateResponse, decision: dict[str
     if decision["target_rollout_percent"] is not None:
         message.target_rollout_percent = decision["target_rollout_percent"]
     for action in decision["actions"]:
-        params = struct_pb2.Struct()
-        params.update(action["params"])
-        message.actions.add(name=action["name"], params=params, condition=action["condition"])
+        message.actions.add(name=action["name"], params=_struct(action["params"]), condition=action["condition"])
     message.enforced = decision["enforced"]
     message.policy.name = decision["policy"]["name"]
     message.policy.version = decision["policy"]["version"]
     message.policy.digest = decision["policy"]["digest"]
     message.test_status = enum_value(pb.TestStatus, "TEST_STATUS_", decision["test_status"])
+
+
+_STRUCTS: dict[tuple[tuple[str, Any], ...], struct_pb2.Struct] = {}
+
+
+def _struct(params: dict[str, Any]) -> struct_pb2.Struct:
+    """Action parameters come from the policy, so the few distinct ones are built once."""
+    key = tuple(sorted(params.items()))
+    found = _STRUCTS.get(key)
+    if found is None:
+        found = struct_pb2.Struct()
+        found.update(params)
+        if len(_STRUCTS) < 4096:
+            _STRUCTS[key] = found
+    return found
 
 
 def decision_to_dict(message: pb.Decision | pb.EvaluateResponse) -> dict[str, Any]:
