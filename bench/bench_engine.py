@@ -2,7 +2,8 @@
 
 The floor does the least any evaluation must: parse the JSON line, flatten the snapshot,
 one durable_rules assert of those numbers (only the catch-all matches), write a line.
-The engine does what `abguard replay` does per line. Both run over the same interleaved
+The engine does what `abguard replay` does per line. Both read and write JSON with
+orjson, as replay does. Both run over the same interleaved
 input (the bundled scenarios, several copies of each as separate tests); each is timed
 REPEATS times and the best pass is kept, so a busy neighbour does not decide the ratio.
 
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,18 +102,18 @@ def main() -> int:
     floor_rules = register(policy)
 
     def floor(line: str, out: io.StringIO) -> None:
-        data = json.loads(line)
+        data = orjson.loads(line)
         flat: dict[str, float] = {}
         flatten(data, "", flat)
         floor_rules.fire(flat)
-        out.write(json.dumps({"test_id": data["test_id"], "timestamp": data["timestamp"]}) + "\n")
+        out.write(orjson.dumps({"test_id": data["test_id"], "timestamp": data["timestamp"]}).decode() + "\n")
 
     best: dict[str, list[int]] = {}
     for _ in range(REPEATS):
         evaluator = Evaluator(policy, floor_rules)
 
         def engine(line: str, out: io.StringIO, evaluator: Evaluator = evaluator) -> None:
-            out.write(to_json(evaluator.evaluate(parse_snapshot(json.loads(line)))) + "\n")
+            out.write(to_json(evaluator.evaluate(parse_snapshot(orjson.loads(line)))) + "\n")
 
         for name, step in (("floor", floor), ("engine", engine)):
             times = timed(lines, step)

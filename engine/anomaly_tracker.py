@@ -53,6 +53,7 @@ class AnomalyTracker:
         self.capacity = capacity
         self.width = width
         self.rows: deque[tuple[int, Row]] = deque()
+        self.latest_rows: deque[Row] = deque(maxlen=RECENT)  # what the EWMA reads
         self.sorted: list[list[float]] = [[] for _ in range(width)]
         self.sums = [0.0] * width
         self.squares = [0.0] * width
@@ -69,6 +70,7 @@ class AnomalyTracker:
         if self.rows:
             self._enter_history(self.rows[-1][1])
         self.rows.append((self.sequence, row))
+        self.latest_rows.append(row)
         if len(self.rows) > self.capacity:
             oldest, values = self.rows.popleft()
             self._leave_history(values)
@@ -111,7 +113,7 @@ class AnomalyTracker:
         latest = self.rows[-1][1]
         zscore_max = level_shift = 0.0
         outliers = 0
-        recent_rows = [row for _, row in list(self.rows)[-RECENT:]]
+        recent_rows = list(self.latest_rows)
         for column in range(self.width):
             value = latest[column]
             values = self.sorted[column]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .policy.catalog import DECISION_ACTIONS
-from .policy.expr import Compare, comparisons, evaluate
+from .policy.expr import Compare, evaluate
 from .policy.model import Condition, DecisionRule, Indicator, Policy
 
 ORDER = {action: rank for rank, action in enumerate(DECISION_ACTIONS)}
@@ -150,7 +150,7 @@ def _condition(
 
 
 def _indicator(indicator: Indicator, facts: Mapping[str, float], held: float) -> IndicatorResult:
-    true_leaves = [leaf for leaf in comparisons(indicator.expr) if evaluate(leaf, facts)]
+    true_leaves = [leaf for leaf in indicator.leaves if evaluate(leaf, facts)]
     first = true_leaves[0] if true_leaves else None
     return IndicatorResult(
         name=indicator.id,

@@ -71,9 +71,9 @@ class _LatencyWindow:
             )
 
     def summary(self, t: float) -> dict[str, float] | None:
-        total = self.sums.total(t)
+        total = self.sums.totals(t)
         if self.bounds is not None:
-            counts = total.tolist()
+            counts = total
             n = sum(counts)
             if n <= 0:
                 return None
@@ -81,7 +81,7 @@ class _LatencyWindow:
             for key, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
                 out[key] = stats.histogram_quantile(q, self.bounds, counts) or 0.0
             return out
-        n, p50, p95, p99, mean = total.tolist()
+        n, p50, p95, p99, mean = total
         if n <= 0:
             return None
         return {"n": n, "p50": p50 / n, "p95": p95 / n, "p99": p99 / n, "mean": mean / n}
@@ -218,7 +218,7 @@ class TestMetrics:
         return out
 
     def _accuracy(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        champion_n, champion_ok, challenger_n, challenger_ok = self.accuracy.total(t).tolist()
+        champion_n, champion_ok, challenger_n, challenger_ok = self.accuracy.totals(t)
         facts: dict[str, float] = {"samples": challenger_n}
         if challenger_n > 0:
             accuracy = challenger_ok / challenger_n
@@ -260,9 +260,9 @@ class TestMetrics:
         return mine["n"], facts
 
     def _confidence(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        row = self.confidence.total(t).tolist()
+        row = self.confidence.totals(t)
         recent = row[:CONFIDENCE_BINS]
-        baseline = self.baseline.total(t).tolist()
+        baseline = self.baseline.totals(t)
         n, m = sum(recent), sum(baseline)
         facts: dict[str, float] = {"samples": n}
         if n > 0:
@@ -280,7 +280,7 @@ class TestMetrics:
         return min(n, m), facts
 
     def _calibration_gap(self, t: float, facts: dict[str, float]) -> float | None:
-        row = self.confidence.total(t).tolist()
+        row = self.confidence.totals(t)
         challenger, champion = row[:CONFIDENCE_BINS], row[CONFIDENCE_BINS : 2 * CONFIDENCE_BINS]
         if sum(challenger) <= 0 or sum(champion) <= 0 or "accuracy.champion" not in facts:
             return None
@@ -289,7 +289,7 @@ class TestMetrics:
         return mine - theirs
 
     def _errors(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        row = self.errors.total(t).tolist()
+        row = self.errors.totals(t)
         champion, challenger = row[:7], row[7:]
         requests = challenger[0]
         facts: dict[str, float] = {"samples": requests}
@@ -306,7 +306,7 @@ class TestMetrics:
         return requests, facts
 
     def _cache(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        row = self.cache.total(t).tolist()
+        row = self.cache.totals(t)
         tiers = row[: 2 * len(CACHE_TIERS)]
         lookups, final_misses, evictions, eviction_seconds, timed, timed_sum = row[2 * len(CACHE_TIERS) :]
         facts: dict[str, float] = {"samples": lookups}
@@ -323,7 +323,7 @@ class TestMetrics:
         return lookups, facts
 
     def _throughput(self, t: float, s: Snapshot, c: Condition) -> tuple[float, dict[str, float]]:
-        totals = self.throughput.total(t).tolist()
+        totals = self.throughput.totals(t)
         champion_requests, challenger_requests, seconds, snapshots, champion_shared, challenger_shared = totals
         facts: dict[str, float] = {"samples": snapshots}
         if seconds > 0:

@@ -49,6 +49,11 @@ class RollingSums:
         self._evict(math.floor(t / self.bucket))
         return self._total.copy()
 
+    def totals(self, t: float) -> list[float]:
+        """The same sums as plain floats, the form the fact derivations read."""
+        self._evict(math.floor(t / self.bucket))
+        return self._total.tolist()  # type: ignore[no-any-return]
+
     def _evict(self, index: int) -> None:
         cutoff = index - self._buckets
         live = self._live

@@ -7,7 +7,7 @@ from typing import Any
 
 from .catalog import FACTS
 from .durations import parse_duration
-from .expr import Expr, parse
+from .expr import Compare, Expr, comparisons, parse
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,11 @@ class Indicator:
     for_seconds: float = 0.0
     critical: bool = False
     id: str = field(init=False, default="")  # condition.name, the rule's name in the ruleset
+    leaves: tuple[Compare, ...] = field(init=False, default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.condition}.{self.name}")
+        object.__setattr__(self, "leaves", tuple(comparisons(self.expr)))
 
 
 @dataclass(frozen=True)
