@@ -313,27 +313,29 @@ def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
         second.stop()
 
 
-def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
-    """`abguard serve` stops on SIGTERM: in-flight calls finish, the log holds every answered decision, exit 0."""
+def start_serve(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """`abguard serve` as a real process on a free port; its first log line says where."""
     abguard = str(Path(sys.executable).parent / "abguard")
+    command = [
+        abguard,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data_dir),
+        "--policies",
+        str(ROOT / "policies"),
+    ]
     process = subprocess.Popen(
-        [
-            abguard,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--policies",
-            str(ROOT / "policies"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
     assert process.stdout is not None
-    started = json.loads(process.stdout.readline())
+    return process, json.loads(process.stdout.readline())
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    """`abguard serve` stops on SIGTERM: in-flight calls finish, the log holds every answered decision, exit 0."""
+    process, started = start_serve(tmp_path / "data")
     assert started["event"] == "serving"
     channel = grpc.insecure_channel(started["listen"])
     stub = rpc.RiskServiceStub(channel)
@@ -460,25 +462,7 @@ def test_a_failed_log_write_leaves_no_decision_in_memory(tmp_path: Path) -> None
 
 def test_sigterm_with_a_watcher_ends_its_stream_and_drains_fast(tmp_path: Path) -> None:
     """A connected watcher gets a clean end of stream and does not hold the shutdown for the grace period."""
-    abguard = str(Path(sys.executable).parent / "abguard")
-    process = subprocess.Popen(
-        [
-            abguard,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--policies",
-            str(ROOT / "policies"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    started = json.loads(process.stdout.readline())
+    process, started = start_serve(tmp_path / "data")
     channel = grpc.insecure_channel(started["listen"])
     stream = rpc.RiskServiceStub(channel).WatchDecisions(pb.WatchDecisionsRequest())
     ended: list[str] = []

@@ -11,9 +11,10 @@ from typing import IO, Any
 import orjson
 
 from ..evaluator import Evaluator, OutOfOrderError
-from ..policy.policyset import DEFAULT_PROFILE, PolicyError, load_effective
+from ..policy.policyset import DEFAULT_PROFILE
 from ..render import table_header, table_row, to_json
 from ..snapshot import InputError, parse_snapshot
+from .common import load_policy
 
 OK, FINDINGS, USAGE = 0, 1, 2
 
@@ -29,11 +30,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        policy = load_effective([args.policy], None if args.profile == "none" else args.profile, args.env)
-    except PolicyError as error:
-        for problem in error.diagnostics:
-            print(problem.text(), file=sys.stderr)
+    policy = load_policy(args.policy, args.profile, args.env)
+    if policy is None:
         return FINDINGS
     try:
         source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115

@@ -20,10 +20,11 @@ from ..api.convert import decision_to_dict
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
 from ..guard import Guard
-from ..policy.policyset import DEFAULT_PROFILE, PolicyError, load_effective
+from ..policy.policyset import DEFAULT_PROFILE
 from ..render import table_header, table_row, to_json_dict
 from ..server import create_server
 from ..store.sqlite import SqliteLog
+from .common import load_policy
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -68,11 +69,8 @@ def run_serve(args: argparse.Namespace) -> int:
             "abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr
         )
         return USAGE
-    try:
-        policy = load_effective([args.policies], None if args.profile == "none" else args.profile, args.env)
-    except PolicyError as error:
-        for problem in error.diagnostics:
-            print(problem.text(), file=sys.stderr)
+    policy = load_policy(args.policies, args.profile, args.env)
+    if policy is None:
         return FINDINGS
     guard = Guard(policy, SqliteLog.in_dir(args.data_dir))
     try:
