@@ -412,12 +412,12 @@ def test_watch_with_unknown_action_is_invalid_argument(service: Service) -> None
 def test_watchers_cannot_starve_evaluate(service: Service) -> None:
     """Past a quarter of the worker pool, watch streams are refused and Evaluate keeps answering."""
     streams = [service.stub.WatchDecisions(pb.WatchDecisionsRequest()) for _ in range(3)]
-    deadline = time.monotonic() + 5
-    while len(service.guard._watchers) < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while not any(stream.done() for stream in streams) and time.monotonic() < deadline:
         time.sleep(0.01)
-    with pytest.raises(grpc.RpcError) as raised:
-        next(iter(streams[2]))
-    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    refused = [stream for stream in streams if stream.done()]
+    assert len(refused) == 1  # whichever arrived third: the pool of 8 allows 2
+    assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert service.evaluate(snapshot(step=0)).action == pb.ACTION_CONTINUE
     for stream in streams:
         stream.cancel()
