@@ -113,7 +113,7 @@ class AnomalyTracker:
         latest = self.rows[-1][1]
         zscore_max = level_shift = 0.0
         outliers = 0
-        recent_rows = list(self.latest_rows)
+        recent_rows = list(self.latest_rows)[-len(self.rows) :]  # never older than the rows kept
         for column in range(self.width):
             value = latest[column]
             values = self.sorted[column]

@@ -221,7 +221,7 @@ def test_constant_recent_rps_is_not_a_correlation_break(rps: float) -> None:
     assert result["confidence"] == 0.0
 
 
-@settings(max_examples=60, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(
     rows=st.lists(
         st.lists(st.one_of(st.floats(-1e3, 1e4), st.just(math.nan)), min_size=6, max_size=6),
