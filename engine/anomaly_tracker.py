@@ -15,6 +15,7 @@ from bisect import bisect_left, insort
 from collections import deque
 
 from .anomaly import DEFAULT_CUTOFFS, EWMA_ALPHA, FLAT, LATENCY, MIN_HISTORY, RECENT, RPS, facts_from
+from .stats import quantile
 
 Row = list[float]
 
@@ -126,7 +127,7 @@ class AnomalyTracker:
             if std > FLAT * max(1.0, abs(mean)):
                 zscore_max = max(zscore_max, abs(value - mean) / std)
                 level_shift = max(level_shift, abs(_ewma(recent_rows, column, mean) - mean) / std)
-            q1, q3 = _quantile(values, 0.25), _quantile(values, 0.75)
+            q1, q3 = quantile(values, 0.25), quantile(values, 0.75)
             spread = q3 - q1
             k = cut["iqr_factor"]
             if spread > 0 and not q1 - k * spread <= value <= q3 + k * spread:
@@ -156,10 +157,3 @@ def _ewma(rows: list[Row], column: int, fallback: float) -> float:
         if math.isfinite(value):
             level = EWMA_ALPHA * value + (1 - EWMA_ALPHA) * level
     return level
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

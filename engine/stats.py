@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from scipy import special
 
 Z_95 = 1.959963984540054
-FLAT = 1e-9  # a spread this small relative to the values is rounding, not variation
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -96,18 +95,6 @@ def ks_binned(sample: Sequence[float], reference: Sequence[float]) -> tuple[floa
     return gap, float(special.kolmogorov(math.sqrt(effective) * gap))
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for fewer than two values)."""
-    count = len(values)
-    if count == 0:
-        return 0.0, 0.0
-    mean = math.fsum(values) / count
-    if count < 2:
-        return mean, 0.0
-    variance = math.fsum((v - mean) ** 2 for v in values) / (count - 1)
-    return mean, math.sqrt(variance)
-
-
 def quantile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolated quantile of sorted values (numpy's default method)."""
     if not sorted_values:
@@ -116,23 +103,3 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(sorted_values) - 1)
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson correlation; None when either series is constant or too short."""
-    if len(xs) < 3 or len(xs) != len(ys):
-        return None
-    mx, sx = mean_std(xs)
-    my, sy = mean_std(ys)
-    if sx <= FLAT * max(1.0, abs(mx)) or sy <= FLAT * max(1.0, abs(my)):
-        return None  # constant up to rounding
-    covariance = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (len(xs) - 1)
-    return max(-1.0, min(1.0, covariance / (sx * sy)))
-
-
-def ewma(values: Sequence[float], alpha: float) -> float:
-    """Exponentially weighted moving average, seeded with the first value."""
-    level = values[0]
-    for value in values[1:]:
-        level = alpha * value + (1 - alpha) * level
-    return level

@@ -65,32 +65,3 @@ class RollingSums:
     @property
     def nbytes(self) -> int:
         return int(self._data.nbytes + self._total.nbytes + 8 * (self._buckets + 1))  # live indices at most
-
-
-class History:
-    """The last `capacity` vectors, oldest first, for detectors that need the series itself."""
-
-    __slots__ = ("_count", "_data", "_next")
-
-    def __init__(self, capacity: int, width: int) -> None:
-        self._data: Vector = np.zeros((capacity, width))
-        self._next = 0
-        self._count = 0
-
-    def append(self, values: list[float]) -> None:
-        self._data[self._next] = values
-        self._next = (self._next + 1) % len(self._data)
-        self._count = min(self._count + 1, len(self._data))
-
-    def series(self) -> Vector:
-        """Rows oldest to newest."""
-        if self._count < len(self._data):
-            return self._data[: self._count]
-        return np.roll(self._data, -self._next, axis=0)
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def nbytes(self) -> int:
-        return int(self._data.nbytes)

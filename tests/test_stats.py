@@ -14,13 +14,10 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from engine.stats import (
-    ewma,
     histogram_mean,
     histogram_quantile,
     ks_binned,
-    mean_std,
     p_value_worse,
-    pearson,
     quantile,
     wilson_interval,
 )
@@ -323,31 +320,9 @@ def test_ks_binned_empty_is_none(sample: list[int], reference: list[int]) -> Non
     assert ks_binned(sample, reference) is None
 
 
-# --- mean_std, quantile, pearson, ewma -------------------------------------------------------
+# --- quantile ---------------------------------------------------------------------------------
 
 FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-
-
-@settings(max_examples=200, deadline=None, database=None)
-@given(st.lists(FINITE, min_size=2, max_size=50))
-def test_mean_std_matches_numpy(values: list[float]) -> None:
-    """mean_std equals numpy's mean and sample standard deviation (ddof=1)."""
-    mean, std = mean_std(values)
-    assert mean == pytest.approx(float(np.mean(values)), rel=1e-9, abs=1e-6)
-    assert std == pytest.approx(float(np.std(values, ddof=1)), rel=1e-9, abs=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        pytest.param([], (0.0, 0.0), id="empty"),
-        pytest.param([4.5], (4.5, 0.0), id="single"),
-        pytest.param([1.0, 3.0], (2.0, math.sqrt(2.0)), id="two"),
-    ],
-)
-def test_mean_std_short(values: list[float], expected: tuple[float, float]) -> None:
-    """No values give (0, 0); one value gives its value and a zero deviation."""
-    assert mean_std(values) == pytest.approx(expected)
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -362,78 +337,3 @@ def test_quantile_of_nothing_raises() -> None:
     """The quantile of an empty list is a ValueError."""
     with pytest.raises(ValueError, match="no values"):
         quantile([], 0.5)
-
-
-@pytest.mark.parametrize(
-    ("xs", "ys"),
-    [
-        pytest.param([1, 2, 3], [2, 4, 6], id="perfect-positive"),
-        pytest.param([1, 2, 3, 4], [8, 6, 4, 2], id="perfect-negative"),
-        pytest.param([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], id="partial"),
-        pytest.param([0.1, 0.5, 0.2, 0.9, 0.4, 0.3], [10, 12, 9, 20, 15, 11], id="floats"),
-        pytest.param([1e6, 1e6 + 1, 1e6 + 3], [5, 1, 2], id="large-offset"),
-    ],
-)
-def test_pearson_matches_numpy(xs: list[float], ys: list[float]) -> None:
-    """pearson equals numpy.corrcoef's off-diagonal entry."""
-    assert pearson(xs, ys) == pytest.approx(float(np.corrcoef(xs, ys)[0, 1]), abs=1e-12)
-
-
-@settings(max_examples=200, deadline=None, database=None)
-@given(st.data())
-def test_pearson_matches_numpy_on_integers(data: st.DataObject) -> None:
-    """On non-constant integer series pearson equals numpy.corrcoef and lies in [-1, 1]."""
-    size = data.draw(st.integers(3, 30), label="size")
-    xs = data.draw(st.lists(st.integers(-100, 100), min_size=size, max_size=size), label="xs")
-    ys = data.draw(st.lists(st.integers(-100, 100), min_size=size, max_size=size), label="ys")
-    result = pearson(xs, ys)
-    if len(set(xs)) == 1 or len(set(ys)) == 1:
-        assert result is None
-    else:
-        assert result is not None
-        assert -1.0 <= result <= 1.0
-        assert result == pytest.approx(float(np.corrcoef(xs, ys)[0, 1]), abs=1e-9)
-
-
-@pytest.mark.parametrize(
-    ("xs", "ys"),
-    [
-        pytest.param([1, 2], [3, 4], id="too-short"),
-        pytest.param([1, 2, 3], [3, 4], id="length-mismatch"),
-        pytest.param([5, 5, 5, 5], [1, 2, 3, 4], id="constant-x"),
-        pytest.param([1, 2, 3, 4], [7.5, 7.5, 7.5, 7.5], id="constant-y"),
-        pytest.param([1000.0] * 10, list(range(10)), id="constant-float-exact-mean"),
-    ],
-)
-def test_pearson_none_for_constant_or_short(xs: list[float], ys: list[float]) -> None:
-    """Pearson is None for fewer than three points, unequal lengths or a constant series."""
-    assert pearson(xs, ys) is None
-
-
-@pytest.mark.parametrize(
-    "constant",
-    [
-        pytest.param([0.1] * 3, id="point-one-times-3"),
-        pytest.param([0.7] * 6, id="point-seven-times-6"),
-        pytest.param([24581 / 30] * 10, id="rps-819.37-times-10"),
-    ],
-)
-def test_pearson_none_for_constant_with_inexact_mean(constant: list[float]) -> None:
-    """A constant series is constant even when its float mean does not round back to the value."""
-    assert pearson(constant, [float(i) for i in range(len(constant))]) is None
-
-
-@pytest.mark.parametrize(
-    ("values", "alpha", "expected"),
-    [
-        pytest.param([1.0, 2.0, 3.0], 0.5, 2.25, id="half"),
-        pytest.param([10.0, 0.0], 0.2, 8.0, id="fifth"),
-        pytest.param([4.0, 8.0, 8.0, 8.0], 0.5, 7.5, id="converging"),
-        pytest.param([3.0], 0.9, 3.0, id="single-is-seed"),
-        pytest.param([1.0, 5.0, 9.0], 1.0, 9.0, id="alpha-one-is-last"),
-        pytest.param([1.0, 5.0, 9.0], 0.0, 1.0, id="alpha-zero-is-first"),
-    ],
-)
-def test_ewma_hand_computed(values: list[float], alpha: float, expected: float) -> None:
-    """ewma seeds with the first value and then applies level = alpha*x + (1-alpha)*level."""
-    assert ewma(values, alpha) == pytest.approx(expected, abs=1e-12)

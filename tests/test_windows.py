@@ -1,5 +1,5 @@
 """Bounded event-time windows: RollingSums against a brute-force sum over the last `buckets`
-time buckets, constant memory, exact zero after a gap; History as a fixed-capacity ring."""
+time buckets, constant memory, exact zero after a gap."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.windows import History, RollingSums
+from engine.windows import RollingSums
 
 WIDTH = 3
 
@@ -112,31 +112,3 @@ def test_rolling_sums_before_the_epoch() -> None:
     rolling.add(5.0, [2.0])
     rolling.add(250.0, [4.0])
     assert rolling.total(250.0).tolist() == [6.0]
-
-
-def test_history_series_is_oldest_first_and_bounded() -> None:
-    """History keeps the last `capacity` rows, oldest first, and len counts at most capacity."""
-    history = History(3, 2)
-    assert len(history) == 0
-    assert history.series().shape == (0, 2)
-    history.append([1.0, 10.0])
-    history.append([2.0, 20.0])
-    assert len(history) == 2
-    assert history.series().tolist() == [[1.0, 10.0], [2.0, 20.0]]
-    for value in (3.0, 4.0, 5.0):
-        history.append([value, value * 10])
-    assert len(history) == 3
-    assert history.series().tolist() == [[3.0, 30.0], [4.0, 40.0], [5.0, 50.0]]
-
-
-@settings(max_examples=100, deadline=None, database=None)
-@given(st.integers(1, 10), st.lists(st.floats(-1e6, 1e6), max_size=40))
-def test_history_matches_last_rows(capacity: int, values: list[float]) -> None:
-    """series() always equals the last min(n, capacity) appended rows in order; memory stays fixed."""
-    history = History(capacity, 1)
-    size = history.nbytes
-    for count, value in enumerate(values, start=1):
-        history.append([value])
-        assert len(history) == min(count, capacity)
-        assert history.series()[:, 0].tolist() == values[:count][-capacity:]
-    assert history.nbytes == size == capacity * 8
