@@ -486,3 +486,33 @@ def test_sigterm_with_a_watcher_ends_its_stream_and_drains_fast(tmp_path: Path) 
     assert process.returncode == 0
     assert stopped["drain_seconds"] < 5
     assert ended == ["clean"]
+
+
+def test_evaluate_client_reports_bad_lines_in_contract_words(
+    service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`abguard evaluate` prints decisions and names bad lines' fields as the snapshot contract does."""
+    from engine.cli import main
+
+    good = snapshot(step=0)
+    lines = [
+        json.dumps(good),
+        "{oops",
+        json.dumps({**snapshot(step=1), "extra": 1}),
+        json.dumps(snapshot(step=2, requests=-5)),
+        json.dumps(snapshot(step=3)),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    code = main(["evaluate", "--server", f"127.0.0.1:{service.port}", "--input", str(source)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [json.loads(line)["timestamp"] for line in captured.out.splitlines()] == [
+        "2026-11-24T09:00:30Z",
+        "2026-11-24T09:02:00Z",
+    ]
+    errors = captured.err.splitlines()
+    assert errors[0].startswith("line 2: $: invalid JSON")
+    assert errors[1].startswith("line 3: extra: unknown field")
+    assert errors[2] == "line 4: INVALID_ARGUMENT: snapshot.challenger.requests: must be >= 0, got -5"
+    assert errors[3] == "3 lines rejected"

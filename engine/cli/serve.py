@@ -23,6 +23,7 @@ from ..guard import Guard
 from ..policy.policyset import DEFAULT_PROFILE
 from ..render import table_header, table_row, to_json_dict
 from ..server import create_server
+from ..snapshot import InputError, parse_snapshot
 from ..store.sqlite import SqliteLog
 from .common import load_policy
 
@@ -130,7 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 response = stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=args.timeout)
             except json_format.ParseError as error:
                 bad += 1
-                print(f"line {number}: {error}", file=sys.stderr)
+                print(f"line {number}: {_explain(line, error)}", file=sys.stderr)
                 continue
             except grpc.RpcError as error:
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -144,6 +145,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if bad:
         print(f"{bad} line{'s' if bad != 1 else ''} rejected", file=sys.stderr)
     return FINDINGS if bad else OK
+
+
+def _explain(line: str, error: Exception) -> str:
+    """The snapshot contract's words for a line protobuf could not read (its own are camelCase)."""
+    try:
+        parse_snapshot(json.loads(line))
+    except json.JSONDecodeError as bad_json:
+        return f"$: invalid JSON: {bad_json.msg} at column {bad_json.colno}"
+    except InputError as bad_field:
+        return str(bad_field)
+    return str(error)
 
 
 def run_health(args: argparse.Namespace) -> int:
