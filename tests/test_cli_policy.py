@@ -49,6 +49,22 @@ def test_validate_json_lists_every_error(capsys: pytest.CaptureFixture[str], pol
     assert {e["code"] for e in report["errors"]} == {"duration-invalid"}
 
 
+def test_validate_missing_path_exits_two(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A path that does not exist is a usage error, not an invalid policy."""
+    code, _, err = run(capsys, "policy", "validate", str(tmp_path / "nope"))
+    assert code == 2
+    assert "no such file or folder" in err
+
+
+def test_validate_explains_a_bad_duration(capsys: pytest.CaptureFixture[str], policy_dir: Path) -> None:
+    """A malformed duration says what a duration looks like, not the schema's regular expression."""
+    default = policy_dir / "default.yaml"
+    default.write_text(default.read_text().replace("for: 10m", "for: ten minutes"))
+    code, out, _ = run(capsys, "policy", "validate", str(policy_dir))
+    assert code == 1
+    assert "'ten minutes' is not a duration: write a number and one unit of ms, s, m, h, d" in out
+
+
 def test_validate_usage_error_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown option is a usage error: exit 2."""
     with pytest.raises(SystemExit) as stopped:

@@ -82,6 +82,10 @@ def _register(policy: Any, ruleset: dict[str, Any]) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        print(f"abguard policy validate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return USAGE
     found = load_set(args.paths)
     problems = validate_set(found, register=_register)
     if args.format == "json":
@@ -90,6 +94,7 @@ def run_validate(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem.text())
         if problems:
+            sys.stdout.flush()
             print(f"{len(problems)} error{'s' if len(problems) != 1 else ''}", file=sys.stderr)
     return FINDINGS if problems else OK
 

@@ -69,6 +69,13 @@ def _schema_diagnostic(document: Document, error: Any) -> Diagnostic:
         message = f"missing required field: {error.message.split(' is a required')[0]}"
     if error.validator == "if":
         code = None
+    if code == "duration-invalid":
+        try:
+            parse_duration(error.instance)
+        except ValueError as bad:
+            message = str(bad)
+    elif code == "unknown-action":
+        message = f"unknown action {error.instance!r} (see `abguard policy actions`)"
     return document.diagnostic(path, code or f"schema-{error.validator}", message)
 
 
