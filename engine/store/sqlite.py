@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS rollback_evidence (
 """
 
 
+_INSERT_DECISION = (
+    "INSERT INTO decisions (decision_id, test_id, event_time, received_at, action, policy_name,"
+    " policy_version, policy_digest, snapshot, decision) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
 class SqliteLog:
     """DecisionLog on one SQLite file; `path` ':memory:' for a throwaway log."""
 
@@ -68,37 +74,34 @@ class SqliteLog:
         evidence: dict[str, Any] | None,
     ) -> Record:
         policy = decision["policy"]
-        body = decision
+        row = (
+            decision["decision_id"],
+            decision["test_id"],
+            event_time,
+            received_at,
+            decision["action"],
+            policy["name"],
+            policy["version"],
+            policy["digest"],
+            orjson.dumps(snapshot).decode(),
+            orjson.dumps(decision).decode(),
+        )
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                cursor = self._db.execute(
-                    "INSERT INTO decisions (decision_id, test_id, event_time, received_at, action, policy_name,"
-                    " policy_version, policy_digest, snapshot, decision) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        body["decision_id"],
-                        body["test_id"],
-                        event_time,
-                        received_at,
-                        body["action"],
-                        policy["name"],
-                        policy["version"],
-                        policy["digest"],
-                        orjson.dumps(snapshot).decode(),
-                        orjson.dumps(body).decode(),
-                    ),
-                )
-                seq = int(cursor.lastrowid or 0)
-                if evidence is not None:
+            if evidence is None:  # one statement is one transaction in autocommit mode
+                seq = int(self._db.execute(_INSERT_DECISION, row).lastrowid or 0)
+            else:
+                self._db.execute("BEGIN")
+                try:
+                    seq = int(self._db.execute(_INSERT_DECISION, row).lastrowid or 0)
                     self._db.execute(
                         "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (?,?,?)",
-                        (seq, body["test_id"], orjson.dumps(evidence).decode()),
+                        (seq, decision["test_id"], orjson.dumps(evidence).decode()),
                     )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return Record(seq, body["test_id"], event_time, received_at, snapshot, body)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        return Record(seq, decision["test_id"], event_time, received_at, snapshot, decision)
 
     def find(self, test_id: str, event_time: float) -> Record | None:
         rows = self._query(
