@@ -1,187 +1,165 @@
-"""Protobuf <-> the JSON-shaped dicts of the contract. Presence is kept: an unset field is absent."""
+"""Protobuf <-> the JSON-shaped dicts of the contracts, by field name, driven by the descriptors.
+
+Nothing here lists a field: a field added to the proto and to engine/contract is carried.
+Presence is kept both ways: an unset optional field is absent (in) or None (out); enums
+travel as the contract's lowercase words (`reduce_rollout` <-> ACTION_REDUCE_ROLLOUT).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
 
-from .v1 import risk_pb2 as pb
-
-_ARM_COUNTS = ("requests", "labeled", "correct", "concurrent_requests", "queue_depth")
-_ARM_REALS = ("cpu_utilization", "memory_utilization", "duplicate_entity_rate")
-_ERRORS = ("extraction", "serialization", "timeout", "cache")
-_TIERS = ("l1", "l2", "l3", "l4")
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 
 
-def snapshot_to_dict(message: pb.Snapshot) -> dict[str, Any]:
-    """What the snapshot says, in the JSON contract's shape, for the one validation path."""
-    data: dict[str, Any] = {}
-    if message.test_id:
-        data["test_id"] = message.test_id
-    if message.timestamp:
-        data["timestamp"] = message.timestamp
-    for name in ("interval_seconds", "rollout_percent"):
-        if message.HasField(name):
-            data[name] = getattr(message, name)
-    for arm in ("champion", "challenger"):
-        if message.HasField(arm):
-            data[arm] = _arm(getattr(message, arm))
-    return data
+def to_dict(message: Message, keep_empty: bool = True) -> dict[str, Any]:
+    """A message as contract data. `keep_empty=False` (snapshots) leaves out empty lists and strings."""
+    return _reader(message.DESCRIPTOR, keep_empty)(message)
 
 
-def _arm(message: pb.ArmMetrics) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name in (*_ARM_COUNTS, *_ARM_REALS):
-        if message.HasField(name):
-            data[name] = getattr(message, name)
-    if message.HasField("latency_ms"):
-        latency = message.latency_ms
-        if latency.bounds or latency.counts:
-            data["latency_ms"] = {"bounds": list(latency.bounds), "counts": list(latency.counts)}
-        else:
-            data["latency_ms"] = {k: getattr(latency, k) for k in ("p50", "p95", "p99", "mean") if latency.HasField(k)}
-    if message.confidence_histogram:
-        data["confidence_histogram"] = list(message.confidence_histogram)
-    if message.HasField("errors"):
-        data["errors"] = {k: getattr(message.errors, k) for k in _ERRORS if message.errors.HasField(k)}
-    if message.HasField("retries"):
-        data["retries"] = {
-            k: getattr(message.retries, k) for k in ("attempted", "failed") if message.retries.HasField(k)
-        }
-    if message.HasField("cache"):
-        cache = message.cache
-        block: dict[str, Any] = {}
-        for tier in _TIERS:
-            if cache.HasField(tier):
-                counts = getattr(cache, tier)
-                block[tier] = {k: getattr(counts, k) for k in ("hits", "misses") if counts.HasField(k)}
-        for name in ("evictions", "entries", "response_time_ms"):
-            if cache.HasField(name):
-                block[name] = getattr(cache, name)
-        data["cache"] = block
-    return data
+def fill(message: Message, data: Mapping[str, Any]) -> Message:
+    """Write contract data into `message` (fields it does not have are an error: the contracts agree)."""
+    _writer(message.DESCRIPTOR)(message, data)
+    return message
 
 
-def fill_decision(message: pb.Decision | pb.EvaluateResponse, decision: dict[str, Any]) -> None:
-    """Write a decision dict into a Decision or an EvaluateResponse (they share their fields)."""
-    message.decision_id = decision["decision_id"]
-    message.test_id = decision["test_id"]
-    message.timestamp = decision["timestamp"]
-    message.action = enum_value(pb.Action, "ACTION_", decision["action"])
-    message.confidence = decision["confidence"]
-    message.reason = decision["reason"]
-    message.triggered_by = decision["triggered_by"] or ""
-    message.risk_score = decision["risk_score"]
-    message.risk_level = enum_value(pb.RiskLevel, "RISK_LEVEL_", decision["risk_level"])
-    for condition in decision["conditions"]:
-        item = message.conditions.add(
-            name=condition["name"],
-            status=enum_value(pb.ConditionStatus, "CONDITION_STATUS_", condition["status"]),
-            severity=condition["severity"],
-            weight=condition["weight"],
-            contribution=condition["contribution"],
-            samples=condition["samples"],
-            min_samples=condition["min_samples"],
-        )
-        for indicator in condition["indicators"]:
-            found = item.indicators.add(
-                name=indicator["name"],
-                severity=indicator["severity"],
-                critical=indicator["critical"],
-                counting=indicator["counting"],
-                held_seconds=indicator["held_seconds"],
-                for_seconds=indicator["for_seconds"],
-                detail=indicator["detail"],
-            )
-            for key in ("observed", "threshold"):
-                if indicator[key] is not None:
-                    setattr(found, key, indicator[key])
-    if decision["target_rollout_percent"] is not None:
-        message.target_rollout_percent = decision["target_rollout_percent"]
-    for action in decision["actions"]:
-        message.actions.add(name=action["name"], params=_struct(action["params"]), condition=action["condition"])
-    message.enforced = decision["enforced"]
-    message.policy.name = decision["policy"]["name"]
-    message.policy.version = decision["policy"]["version"]
-    message.policy.digest = decision["policy"]["digest"]
-    message.test_status = enum_value(pb.TestStatus, "TEST_STATUS_", decision["test_status"])
+def enum_number(enum: EnumDescriptor, word: str) -> int:
+    """The proto enum number of a contract word: (Action, "reduce_rollout") -> ACTION_REDUCE_ROLLOUT."""
+    return int(enum.values_by_name[_prefix(enum) + str(word).upper()].number)
+
+
+def enum_word(enum: EnumDescriptor, number: int) -> str:
+    return str(enum.values_by_number[number].name).removeprefix(_prefix(enum)).lower()
+
+
+# --- readers --------------------------------------------------------------------------------
+_READERS: dict[tuple[str, bool], Callable[[Any], dict[str, Any]]] = {}
+
+
+def _reader(descriptor: Descriptor, keep_empty: bool) -> Callable[[Any], dict[str, Any]]:
+    key = (descriptor.full_name, keep_empty)
+    found = _READERS.get(key)
+    if found is None:
+        plan = [(f.name, _read_field(f, keep_empty)) for f in descriptor.fields]
+
+        def read(message: Any) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for name, get in plan:
+                value = get(message)
+                if value is not _ABSENT:
+                    out[name] = value
+            return out
+
+        found = _READERS[key] = read
+    return found
+
+
+_ABSENT = object()
+
+
+def _read_field(field: FieldDescriptor, keep_empty: bool) -> Callable[[Any], Any]:
+    name = field.name
+    missing = None if keep_empty else _ABSENT
+    if field.message_type is not None and field.message_type.full_name == _STRUCT:
+        return lambda m: _plain(dict(getattr(m, name))) if m.HasField(name) else missing
+    if field.message_type is not None:
+        inner = _reader(field.message_type, keep_empty)
+        if _repeated(field):
+            return lambda m: [inner(item) for item in getattr(m, name)] if (keep_empty or getattr(m, name)) else _ABSENT
+        return lambda m: inner(getattr(m, name)) if m.HasField(name) else missing
+    if field.enum_type is not None:
+        enum = field.enum_type
+        if _repeated(field):
+            return lambda m: [enum_word(enum, n) for n in getattr(m, name)]
+        return lambda m: enum_word(enum, getattr(m, name))
+    if _repeated(field):
+        return lambda m: list(getattr(m, name)) if (keep_empty or getattr(m, name)) else _ABSENT
+    if field.has_presence:
+        return lambda m: getattr(m, name) if m.HasField(name) else missing
+    if keep_empty:
+        return lambda m: getattr(m, name)
+    return lambda m: getattr(m, name) or _ABSENT
+
+
+# --- writers --------------------------------------------------------------------------------
+_WRITERS: dict[str, Callable[[Any, Mapping[str, Any]], None]] = {}
+
+
+def _writer(descriptor: Descriptor) -> Callable[[Any, Mapping[str, Any]], None]:
+    found = _WRITERS.get(descriptor.full_name)
+    if found is None:
+        plan = {f.name: _write_field(f) for f in descriptor.fields}
+
+        def write(message: Any, data: Mapping[str, Any]) -> None:
+            for name, value in data.items():
+                if value is not None:
+                    plan[name](message, value)
+
+        found = _WRITERS[descriptor.full_name] = write
+    return found
+
+
+def _write_field(field: FieldDescriptor) -> Callable[[Any, Any], None]:
+    name = field.name
+    if field.message_type is not None and field.message_type.full_name == _STRUCT:
+        return lambda m, v: getattr(m, name).CopyFrom(_struct(v))
+    if field.message_type is not None:
+        inner = _writer(field.message_type)
+        if _repeated(field):
+
+            def add_all(m: Any, values: Any) -> None:
+                items = getattr(m, name)
+                for value in values:
+                    inner(items.add(), value)
+
+            return add_all
+        return lambda m, v: inner(getattr(m, name), v)
+    if field.enum_type is not None:
+        enum = field.enum_type
+        if _repeated(field):
+            return lambda m, v: getattr(m, name).extend(enum_number(enum, w) for w in v)
+        return lambda m, v: setattr(m, name, enum_number(enum, v))
+    if _repeated(field):
+        return lambda m, v: getattr(m, name).extend(v)
+    return lambda m, v: setattr(m, name, v)
 
 
 _STRUCTS: dict[tuple[tuple[str, Any], ...], struct_pb2.Struct] = {}
 
 
-def _struct(params: dict[str, Any]) -> struct_pb2.Struct:
+def _struct(params: Mapping[str, Any]) -> struct_pb2.Struct:
     """Action parameters come from the policy, so the few distinct ones are built once."""
     key = tuple(sorted(params.items()))
     found = _STRUCTS.get(key)
     if found is None:
         found = struct_pb2.Struct()
-        found.update(params)
+        found.update(dict(params))
         if len(_STRUCTS) < 4096:
             _STRUCTS[key] = found
     return found
 
 
-def decision_to_dict(message: pb.Decision | pb.EvaluateResponse) -> dict[str, Any]:
-    """The JSON-lines shape of a decision received over gRPC (what `abguard replay` prints)."""
-    return {
-        "decision_id": message.decision_id,
-        "test_id": message.test_id,
-        "timestamp": message.timestamp,
-        "action": _word(pb.Action.Name(message.action), "ACTION_"),
-        "confidence": message.confidence,
-        "reason": message.reason,
-        "triggered_by": message.triggered_by or None,
-        "risk_score": message.risk_score,
-        "risk_level": _word(pb.RiskLevel.Name(message.risk_level), "RISK_LEVEL_"),
-        "conditions": [
-            {
-                "name": c.name,
-                "status": _word(pb.ConditionStatus.Name(c.status), "CONDITION_STATUS_"),
-                "severity": c.severity,
-                "weight": c.weight,
-                "contribution": c.contribution,
-                "samples": c.samples,
-                "min_samples": c.min_samples,
-                "indicators": [
-                    {
-                        "name": i.name,
-                        "severity": i.severity,
-                        "critical": i.critical,
-                        "counting": i.counting,
-                        "held_seconds": i.held_seconds,
-                        "for_seconds": i.for_seconds,
-                        "observed": i.observed if i.HasField("observed") else None,
-                        "threshold": i.threshold if i.HasField("threshold") else None,
-                        "detail": i.detail,
-                    }
-                    for i in c.indicators
-                ],
-            }
-            for c in message.conditions
-        ],
-        "target_rollout_percent": message.target_rollout_percent
-        if message.HasField("target_rollout_percent")
-        else None,
-        "actions": [
-            {"name": a.name, "params": _plain(dict(a.params)), "condition": a.condition} for a in message.actions
-        ],
-        "enforced": message.enforced,
-        "policy": {"name": message.policy.name, "version": message.policy.version, "digest": message.policy.digest},
-        "test_status": _word(pb.TestStatus.Name(message.test_status), "TEST_STATUS_"),
-    }
-
-
-def enum_value(enum: Any, prefix: str, word: str) -> Any:
-    """The proto enum number for a contract word: ("ACTION_", "reduce_rollout") -> ACTION_REDUCE_ROLLOUT."""
-    return enum.Value(prefix + word.upper())
-
-
-def _word(name: str, prefix: str) -> str:
-    return name.removeprefix(prefix).lower()
-
-
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
     """Struct numbers come back as floats; whole ones read better as ints."""
     return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+_PREFIXES: dict[str, str] = {}
+
+
+def _prefix(enum: EnumDescriptor) -> str:
+    """ACTION_ for Action, RISK_LEVEL_ for RiskLevel: the proto style guide's enum value prefix."""
+    found = _PREFIXES.get(enum.full_name)
+    if found is None:
+        found = _PREFIXES[enum.full_name] = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+    return found

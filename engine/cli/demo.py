@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from ..api.convert import decision_to_dict
+from ..api.convert import to_dict
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
-from ..render import table_header, table_row
+from .render import table_header, table_row
 
 OK, FINDINGS = 0, 1
 SCENARIOS = ("healthy", "latency_spike", "error_storm", "accuracy_regression", "sustained_medium_risk")
@@ -93,7 +93,7 @@ def _replay(stub: rpc.RiskServiceStub, path: Path) -> None:
     started = time.perf_counter()
     for line in lines:
         snapshot = json_format.Parse(line, pb.Snapshot())
-        decision = decision_to_dict(stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=10))
+        decision = to_dict(stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=10).decision)
         key = (decision["action"], decision["risk_level"], decision["target_rollout_percent"])
         if key != previous:
             print(table_row(decision))

@@ -10,11 +10,11 @@ from typing import IO, Any
 
 import orjson
 
-from ..evaluator import Evaluator, OutOfOrderError
+from ..contract import InputError, OutOfOrderError, parse_snapshot
+from ..pipeline import Evaluator
 from ..policy.policyset import DEFAULT_PROFILE
-from ..render import table_header, table_row, to_json
-from ..snapshot import InputError, parse_snapshot
 from .common import load_policy
+from .render import table_header, table_row, to_json
 
 OK, FINDINGS, USAGE = 0, 1, 2
 

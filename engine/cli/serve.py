@@ -16,16 +16,16 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..api.convert import decision_to_dict
+from ..api.convert import to_dict
+from ..api.servicer import create_server
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
-from ..guard import Guard
+from ..contract import InputError, parse_snapshot
 from ..policy.policyset import DEFAULT_PROFILE
-from ..render import table_header, table_row, to_json_dict
-from ..server import create_server
-from ..snapshot import InputError, parse_snapshot
+from ..service import Guard
 from ..store.sqlite import SqliteLog
 from .common import load_policy
+from .render import table_header, table_row, to_json_dict
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -73,7 +73,8 @@ def run_serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
-    guard = Guard(policy, SqliteLog.in_dir(args.data_dir))
+    guard = Guard(policy, SqliteLog.in_dir(args.data_dir), on_event=_log)
+    rebuilt = guard.rebuild()
     try:
         server, port, health = create_server(guard, args.listen, args.workers, _log)
     except (OSError, RuntimeError) as error:
@@ -99,7 +100,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "environment": policy.environment,
             "enforced": policy.rollback_enabled,
             "data_dir": args.data_dir,
-            "rebuilt_snapshots": guard.rebuilt,
+            "rebuilt_snapshots": rebuilt,
         }
     )
     stop.wait()
@@ -140,7 +141,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"line {number}: {error.code().name}: {error.details()}", file=sys.stderr)
                 continue
-            decision = decision_to_dict(response)
+            decision = to_dict(response.decision)
             print(to_json_dict(decision) if args.format == "jsonl" else table_row(decision), flush=True)
     if bad:
         print(f"{bad} line{'s' if bad != 1 else ''} rejected", file=sys.stderr)

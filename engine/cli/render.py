@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .decision import Decision
+from ..contract import Decision
 
 TABLE_HEADER = ("TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC", "REASON")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,32 +12,63 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from .api.convert import enum_value, fill_decision, snapshot_to_dict
-from .api.v1 import risk_pb2 as pb
-from .api.v1 import risk_pb2_grpc as rpc
-from .evaluator import OutOfOrderError
-from .guard import Guard, UnknownTestError, Watcher
-from .snapshot import InputError
+from ..contract import InputError, OutOfOrderError, excerpt
+from ..service import Guard, UnknownTestError, Watcher
+from .convert import enum_number, enum_word, fill, to_dict
+from .v1 import risk_pb2 as pb
 
-SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
 DEFAULT_PAGE, MAX_PAGE = 50, 500
+MAX_MESSAGE = 4000  # characters of an error message: well inside gRPC's 8 KiB metadata limit
 Reply = TypeVar("Reply")
+Log = Callable[[dict[str, Any]], None]
 
 
-def _abort(context: grpc.ServicerContext, code: int, message: str, field: str | None = None) -> None:
-    """End the call with a google.rpc.Status; a BadRequest field violation when a field is to blame."""
-    status = status_pb2.Status(code=code, message=message)
-    if field is not None:
-        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+class TooManyWatchersError(RuntimeError):
+    """Each watch stream holds a worker thread; past the limit Evaluate would starve."""
+
+
+class Undecodable:
+    """A request whose bytes are not the method's message: the caller's fault, not ours."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _abort(context: grpc.ServicerContext, code: int, message: str, violations: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+    """End the call with a google.rpc.Status; BadRequest field violations when fields are to blame."""
+    status = status_pb2.Status(code=code, message=message[:MAX_MESSAGE])
+    if violations:
         detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text[:500])
+                    for field, text in violations[:50]
+                ]
+            )
+        )
         status.details.append(detail)
     context.abort_with_status(rpc_status.to_status(status))
+
+
+def _status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | None:
+    """The status code, message and field violations a domain error maps to; None for a bug of ours."""
+    if isinstance(error, InputError):
+        return code_pb2.INVALID_ARGUMENT, str(error), [(v.field, v.message) for v in error.violations]
+    if isinstance(error, OutOfOrderError):
+        return code_pb2.FAILED_PRECONDITION, str(error), [("snapshot.timestamp", str(error))]
+    if isinstance(error, UnknownTestError):
+        return code_pb2.NOT_FOUND, str(error), [("test_id", str(error))]
+    if isinstance(error, TooManyWatchersError):
+        return code_pb2.RESOURCE_EXHAUSTED, str(error), []
+    return None
 
 
 def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
@@ -48,39 +77,30 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
     @wraps(method)
     def call(self: RiskServicer, request: Any, context: grpc.ServicerContext) -> Reply:
         try:
+            if isinstance(request, Undecodable):
+                raise InputError("request", f"not a {method.__name__} request: {excerpt(str(request.error))}")
             return method(self, request, context)
-        except InputError as error:
-            _abort(context, code_pb2.INVALID_ARGUMENT, str(error), error.field)
-        except OutOfOrderError as error:
-            _abort(context, code_pb2.FAILED_PRECONDITION, str(error), "snapshot.timestamp")
-        except UnknownTestError as error:
-            _abort(context, code_pb2.NOT_FOUND, str(error), "test_id")
-        except TooManyWatchersError as error:
-            _abort(context, code_pb2.RESOURCE_EXHAUSTED, str(error))
-        except Exception as error:  # a bug of ours: say so, keep serving
-            print(
-                json.dumps({"event": "internal_error", "method": method.__name__, "error": repr(error)}),
-                file=sys.stderr,
-                flush=True,
-            )
-            _abort(context, code_pb2.INTERNAL, f"internal error in {method.__name__}: {type(error).__name__}")
+        except Exception as error:
+            self._fail(context, method.__name__, error)
         raise AssertionError("unreachable")  # abort raises
 
     return call
 
 
-class TooManyWatchersError(RuntimeError):
-    """Each watch stream holds a worker thread; past the limit Evaluate would starve."""
-
-
-class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated base class is untyped
-    def __init__(
-        self, guard: Guard, log_line: Callable[[dict[str, Any]], None] | None = None, max_watchers: int = 4
-    ) -> None:
+class RiskServicer:
+    def __init__(self, guard: Guard, log: Log | None = None, max_watchers: int = 4) -> None:
         self.guard = guard
-        self.log_line = log_line
+        self.log = log
         self.max_watchers = max_watchers
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
+
+    def _fail(self, context: grpc.ServicerContext, method: str, error: Exception) -> None:
+        mapped = _status_of(error)
+        if mapped is None:  # a bug of ours: say so, keep serving
+            if self.log is not None:
+                self.log({"event": "internal_error", "method": method, "error": repr(error)[:1000]})
+            mapped = code_pb2.INTERNAL, f"internal error in {method}: {type(error).__name__}", []
+        _abort(context, *mapped)
 
     @_mapped
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
@@ -88,13 +108,13 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         if not request.HasField("snapshot"):
             raise InputError("snapshot", "required: the request carries no snapshot")
         try:
-            decision = self.guard.evaluate(snapshot_to_dict(request.snapshot))
+            decision = self.guard.evaluate(to_dict(request.snapshot, keep_empty=False))
         except InputError as error:  # fields are named from the request: snapshot.challenger.requests
-            raise InputError(f"snapshot.{error.field}", error.message) from None
+            raise error.under("snapshot") from None
         response = pb.EvaluateResponse()
-        fill_decision(response, decision)
-        if self.log_line is not None:
-            self.log_line(
+        fill(response.decision, decision)
+        if self.log is not None:
+            self.log(
                 {
                     "event": "decision",
                     "decision_id": decision["decision_id"],
@@ -112,19 +132,15 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         view = self.guard.test(_test_id(request.test_id))
         response = pb.GetTestResponse(
             test_id=view.test_id,
-            test_status=enum_value(pb.TestStatus, "TEST_STATUS_", view.test_status),
+            test_status=enum_number(pb.TestStatus.DESCRIPTOR, view.test_status),
             rolled_back_at=view.rolled_back_at,
             decisions=view.decisions,
         )
         if view.target_rollout_percent is not None:
             response.target_rollout_percent = view.target_rollout_percent
-        fill_decision(response.last_decision, view.last_decision)
+        fill(response.last_decision, view.last_decision)
         policy = self.guard.policy
-        response.policy.name, response.policy.version, response.policy.digest = (
-            policy.name,
-            policy.version,
-            policy.digest,
-        )
+        fill(response.policy, {"name": policy.name, "version": policy.version, "digest": policy.digest})
         return response
 
     @_mapped
@@ -146,7 +162,7 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         records = self.guard.decisions(_test_id(request.test_id), size + 1, before)
         response = pb.ListDecisionsResponse()
         for record in records[:size]:
-            fill_decision(response.decisions.add(), record.decision)
+            fill(response.decisions.add(), record.decision)
         if len(records) > size:
             response.next_page_token = base64.urlsafe_b64encode(str(records[size - 1].seq).encode()).decode()
         return response
@@ -155,13 +171,13 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         watcher = self._open_watch(request, context)
         try:
             for decision in self.guard.stream(watcher, context.is_active):
-                message = pb.Decision()
-                fill_decision(message, decision)
-                yield message
+                yield fill(pb.Decision(), decision)  # type: ignore[misc]
+        except Exception as error:  # mapped like the unary calls: never UNKNOWN
+            self._fail(context, "WatchDecisions", error)
         finally:
             self._watch_slots.release()
         if watcher.dropped:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "watcher fell too far behind; reconnect")
+            _abort(context, code_pb2.RESOURCE_EXHAUSTED, "watcher fell too far behind; reconnect")
 
     @_mapped
     def _open_watch(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Watcher:
@@ -169,7 +185,7 @@ class RiskServicer(rpc.RiskServiceServicer):  # type: ignore[misc]  # generated 
         for index, number in enumerate(request.actions):
             if number not in pb.Action.values() or number == pb.ACTION_UNSPECIFIED:
                 raise InputError(f"actions[{index}]", f"{number} is not an Action")
-            names.append(pb.Action.Name(number).removeprefix("ACTION_").lower())
+            names.append(enum_word(pb.Action.DESCRIPTOR, number))
         if not self._watch_slots.acquire(blocking=False):
             raise TooManyWatchersError(
                 f"{self.max_watchers} watch streams are open, the most this server allows; close one or retry"
@@ -193,25 +209,50 @@ def _cursor(token: str) -> int:
     return seq
 
 
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A request deserializer that hands undecodable bytes to the handler instead of failing INTERNAL."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except (DecodeError, ValueError, RuntimeError) as error:
+            return Undecodable(error)
+
+    return deserialize
+
+
+def _handlers(servicer: RiskServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The RiskService's method handlers, as the generated code builds them but with lenient decoding."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request, reply = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request.FromString),
+            response_serializer=reply.SerializeToString,
+        )
+    return handlers
+
+
 def create_server(
-    guard: Guard,
-    address: str,
-    workers: int = 16,
-    log_line: Callable[[dict[str, Any]], None] | None = None,
+    guard: Guard, address: str, workers: int = 16, log: Log | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started-ready (not yet started) server bound to `address`; port 0 picks a free port."""
+    """A ready (not yet started) server bound to `address`; port 0 picks a free port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
         options=[("grpc.so_reuseport", 0), ("grpc.max_connection_age_ms", 300_000)],
     )
     # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing
-    rpc.add_RiskServiceServicer_to_server(RiskServicer(guard, log_line, max(1, workers // 4)), server)
+    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4)))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    for name in ("", SERVICE):
+    for name in ("", SERVICE.full_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer

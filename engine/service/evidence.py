@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .decision import Decision
-from .snapshot import parse_time
+from ..contract import Arm, Decision, Snapshot, parse_time
+from ..facts.latency import arm_summary
 
 
 def rollback_evidence(
-    decision: Decision, snapshot: dict[str, Any], earlier: list[dict[str, Any]], decision_lag_seconds: float
+    decision: Decision,
+    snapshot: Snapshot,
+    raw: dict[str, Any],
+    earlier: list[dict[str, Any]],
+    decision_lag_seconds: float,
 ) -> dict[str, Any]:
     """`earlier` are the test's previous decisions, newest first (to find when trouble began)."""
     started = decision.timestamp
@@ -34,29 +38,29 @@ def rollback_evidence(
             for c in decision.conditions
             if c.status in ("triggered", "critical")
         ],
-        "performance_impact": {arm: _arm_summary(snapshot.get(arm) or {}) for arm in ("champion", "challenger")},
+        "performance_impact": {
+            "champion": _arm_summary(snapshot.champion),
+            "challenger": _arm_summary(snapshot.challenger),
+        },
         "affected_users": {
-            "rollout_percent_before": snapshot.get("rollout_percent"),
-            "challenger_requests_last_interval": (snapshot.get("challenger") or {}).get("requests"),
+            "rollout_percent_before": raw.get("rollout_percent"),
+            "challenger_requests_last_interval": snapshot.challenger.requests,
         },
         "recovery_time": {
             "trouble_started": started,
             "detection_seconds": parse_time(decision.timestamp) - parse_time(started),
             "decision_lag_seconds": round(decision_lag_seconds, 3),
         },
-        "policy": dict(decision.policy),
+        "policy": {"name": decision.policy.name, "version": decision.policy.version, "digest": decision.policy.digest},
     }
 
 
-def _arm_summary(arm: dict[str, Any]) -> dict[str, float | None]:
-    requests = arm.get("requests") or 0
-    labeled, correct = arm.get("labeled"), arm.get("correct")
-    errors = arm.get("errors") or {}
-    latency = arm.get("latency_ms") or {}
+def _arm_summary(arm: Arm) -> dict[str, float | None]:
+    latency = arm_summary(arm)
     return {
-        "requests": requests,
-        "accuracy": correct / labeled if labeled and correct is not None else None,
-        "error_rate": sum(errors.values()) / requests if errors and requests else None,
-        "latency_mean_ms": latency.get("mean"),
-        "latency_p95_ms": latency.get("p95"),
+        "requests": arm.requests,
+        "accuracy": arm.correct / arm.labeled if arm.labeled and arm.correct is not None else None,
+        "error_rate": sum(arm.errors.values()) / arm.requests if arm.errors and arm.requests else None,
+        "latency_mean_ms": latency.mean if latency is not None else None,
+        "latency_p95_ms": latency.p95 if latency is not None else None,
     }

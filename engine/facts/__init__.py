@@ -1,0 +1,136 @@
+"""Derived facts, one module per condition: each owns its window rows by name and its facts.
+
+    accuracy      accuracy.py      latency      latency.py      confidence_drift  confidence.py
+    error_rate    errors.py        cache_performance  cache.py  throughput        throughput.py
+    anomaly       anomaly.py
+
+`TestWindows` is everything a test remembers about its metrics, as an immutable value:
+`add` returns the next one. A condition whose module fails on a snapshot keeps its previous
+window and reports `error`; the other conditions go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ..contract import Snapshot
+from ..policy.model import Policy
+from . import accuracy, anomaly, cache, confidence, errors, latency, throughput
+from .reading import ConditionWindow, Reading
+
+# condition name -> the module that derives its facts; the order is the policy's
+MODULES: dict[str, ModuleType] = {
+    "accuracy": accuracy,
+    "latency": latency,
+    "confidence_drift": confidence,
+    "error_rate": errors,
+    "cache_performance": cache,
+    "throughput": throughput,
+    "anomaly": anomaly,
+}
+WINDOWS: dict[str, type[Any]] = {
+    "accuracy": accuracy.AccuracyWindow,
+    "latency": latency.LatencyWindows,
+    "confidence_drift": confidence.ConfidenceWindows,
+    "error_rate": errors.ErrorWindows,
+    "cache_performance": cache.CacheWindow,
+    "throughput": throughput.ThroughputWindow,
+    "anomaly": anomaly.AnomalyHistory,
+}
+
+
+def emitted_facts() -> frozenset[str]:
+    """Every fact name the engine can emit: what the policy catalog must list, no more, no less."""
+    return frozenset(f"{module.PREFIX}.{name}" for module in MODULES.values() for name in module.EMITS)
+
+
+@dataclass(slots=True)
+class Derived:
+    """Facts for the rule engine (prefixed names), and each condition's samples, conclusiveness, errors."""
+
+    facts: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, float] = field(default_factory=dict)
+    conclusive: dict[str, bool] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TestWindows:
+    __test__ = False  # not a pytest class
+
+    windows: Mapping[str, ConditionWindow]
+    failed: Mapping[str, str] = field(default_factory=dict)  # conditions whose last `add` failed, and why
+
+    @classmethod
+    def start(cls, policy: Policy) -> TestWindows:
+        return cls({c.name: WINDOWS[c.name].start(c) for c in policy.conditions})
+
+    def add(self, s: Snapshot) -> TestWindows:
+        windows: dict[str, ConditionWindow] = {}
+        failed: dict[str, str] = {}
+        for name, window in self.windows.items():
+            try:
+                windows[name] = window.add(s)
+            except Exception as error:  # one condition's failure stays in that condition
+                windows[name] = window
+                failed[name] = _describe(error)
+        return TestWindows(windows, failed)
+
+    def read(self, s: Snapshot, policy: Policy) -> Derived:
+        out = Derived()
+        readings: dict[str, Reading] = {}
+        for condition in policy.conditions:
+            name = condition.name
+            if name in self.failed:
+                out.errors[name] = self.failed[name]
+                out.samples[name], out.conclusive[name] = 0.0, False
+                continue
+            try:
+                reading = readings[name] = self.windows[name].read(s, condition)
+            except Exception as error:  # one condition's failure stays in that condition
+                out.errors[name] = _describe(error)
+                out.samples[name], out.conclusive[name] = 0.0, False
+                continue
+            samples = out.samples[name] = float(reading.samples)
+            conclusive = out.conclusive[name] = samples >= condition.min_samples and samples > 0
+            if conclusive:
+                prefix = MODULES[name].PREFIX + "."
+                for key, value in reading.facts.items():
+                    number = float(value)  # window sums are whole numbers of any size; facts are floats
+                    if _finite(number):
+                        out.facts[prefix + key] = number
+        self._calibration(s, out, readings)
+        return out
+
+    def _calibration(self, s: Snapshot, out: Derived, readings: Mapping[str, Reading]) -> None:
+        """confidence.calibration_gap needs accuracy's facts: the one fact two conditions share."""
+        drift, accurate = readings.get("confidence_drift"), readings.get("accuracy")
+        if drift is None or accurate is None or not out.conclusive.get("confidence_drift"):
+            return
+        if "accuracy.challenger" not in out.facts:
+            return
+        window = self.windows["confidence_drift"]
+        assert isinstance(window, confidence.ConfidenceWindows)
+        try:
+            gap = window.calibration_gap(s.timestamp, accurate.facts)
+        except Exception as error:
+            out.errors["confidence_drift"] = _describe(error)
+            return
+        if gap is not None and _finite(gap):
+            out.facts["confidence.calibration_gap"] = gap
+
+    @property
+    def nbytes(self) -> int:
+        return sum(window.nbytes for window in self.windows.values())
+
+
+def _finite(value: float) -> bool:
+    return value - value == 0.0  # False for inf and NaN, and cheaper than math.isfinite's call
+
+
+def _describe(error: Exception) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 200 else text[:197] + "..."

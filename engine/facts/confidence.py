@@ -1,0 +1,123 @@
+"""Confidence drift: the challenger's recent confidence histogram against the champion's 24 h
+baseline (KS), mass in the extreme bins, calibration against accuracy, duplicate entities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, Self
+
+from .. import stats
+from ..contract import CONFIDENCE_BINS, Snapshot
+from ..policy.model import Condition
+from .reading import Reading
+from .windows import RollingSums
+
+PREFIX = "confidence"
+EMITS = frozenset(
+    {
+        "ks_statistic",
+        "ks_p_value",
+        "extreme_mass",
+        "calibration_gap",
+        "duplicate_entity_rate",
+        "duplicate_increase",
+        "samples",
+    }
+)
+BASELINE_BUCKETS = 288  # 5-minute buckets over a 24 h baseline
+DEFAULT_BASELINE = 86_400.0
+RATE_GRID = 10**9  # duplicate rates are summed as whole billionths x requests
+_MIDPOINTS = tuple((i + 0.5) / CONFIDENCE_BINS for i in range(CONFIDENCE_BINS))
+
+
+class Duplicates(NamedTuple):
+    challenger_requests: int
+    challenger_duplicates: int  # requests x rate, in billionths
+    champion_requests: int
+    champion_duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceWindows:
+    challenger_bins: RollingSums[tuple[int, ...]]
+    champion_bins: RollingSums[tuple[int, ...]]
+    baseline: RollingSums[tuple[int, ...]]  # the champion's, over the long baseline window
+    duplicates: RollingSums[Duplicates]
+
+    @classmethod
+    def start(cls, condition: Condition) -> Self:
+        window = condition.window_seconds
+        baseline = condition.baseline_window_seconds or DEFAULT_BASELINE
+        return cls(
+            RollingSums.empty(_bins, CONFIDENCE_BINS, window),
+            RollingSums.empty(_bins, CONFIDENCE_BINS, window),
+            RollingSums.empty(_bins, CONFIDENCE_BINS, baseline, BASELINE_BUCKETS),
+            RollingSums.empty(Duplicates._make, len(Duplicates._fields), window),
+        )
+
+    def add(self, s: Snapshot) -> Self:
+        t, champion, challenger = s.timestamp, s.champion, s.challenger
+        mine, theirs, baseline, duplicates = self.challenger_bins, self.champion_bins, self.baseline, self.duplicates
+        if challenger.confidence_histogram is not None:
+            mine = mine.add(t, challenger.confidence_histogram)
+        if champion.confidence_histogram is not None:
+            theirs = theirs.add(t, champion.confidence_histogram)
+            baseline = baseline.add(t, champion.confidence_histogram)
+        if challenger.duplicate_entity_rate is not None or champion.duplicate_entity_rate is not None:
+            duplicates = duplicates.add(
+                t,
+                Duplicates(
+                    *_duplicates(challenger.requests, challenger.duplicate_entity_rate),
+                    *_duplicates(champion.requests, champion.duplicate_entity_rate),
+                ),
+            )
+        return type(self)(mine, theirs, baseline, duplicates)
+
+    def read(self, s: Snapshot, condition: Condition) -> Reading:
+        t = s.timestamp
+        recent, baseline = self.challenger_bins.sums(t), self.baseline.sums(t)
+        n, m = sum(recent), sum(baseline)
+        facts: dict[str, float] = {"samples": n}
+        if n > 0:
+            k = max(1, int(condition.thresholds.get("extreme_bins", 1)))
+            facts["extreme_mass"] = max(sum(recent[:k]), sum(recent[-k:])) / n
+        if n > 0 and m > 0:
+            result = stats.ks_binned(recent, baseline)
+            if result is not None:
+                facts["ks_statistic"], facts["ks_p_value"] = result
+        dup = self.duplicates.sums(t)
+        if dup.challenger_requests > 0:
+            facts["duplicate_entity_rate"] = dup.challenger_duplicates / dup.challenger_requests / RATE_GRID
+            if dup.champion_requests > 0:
+                champion_rate = dup.champion_duplicates / dup.champion_requests / RATE_GRID
+                facts["duplicate_increase"] = facts["duplicate_entity_rate"] - champion_rate
+        return Reading(min(n, m), facts)
+
+    def calibration_gap(self, t: float, accuracy: Mapping[str, float]) -> float | None:
+        """Challenger |mean confidence - accuracy| minus the champion's, from accuracy's facts."""
+        mine, theirs = self.challenger_bins.sums(t), self.champion_bins.sums(t)
+        if sum(mine) <= 0 or sum(theirs) <= 0 or "champion" not in accuracy or "challenger" not in accuracy:
+            return None
+        return abs(_mean_confidence(mine) - accuracy["challenger"]) - abs(
+            _mean_confidence(theirs) - accuracy["champion"]
+        )
+
+    @property
+    def nbytes(self) -> int:
+        windows = (self.challenger_bins, self.champion_bins, self.baseline, self.duplicates)
+        return sum(w.nbytes for w in windows)
+
+
+def _duplicates(requests: int, rate: float | None) -> tuple[int, int]:
+    if rate is None:
+        return 0, 0
+    return requests, requests * round(rate * RATE_GRID)
+
+
+def _mean_confidence(counts: tuple[int, ...]) -> float:
+    return sum(c * m for c, m in zip(counts, _MIDPOINTS, strict=True)) / sum(counts)
+
+
+def _bins(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)

@@ -1,0 +1,31 @@
+"""What every condition's facts module gives back, and the shape each one has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Self
+
+from ..contract import Snapshot
+from ..policy.model import Condition
+
+
+@dataclass(slots=True)
+class Reading:
+    """One condition's sample count in its window and its facts (names without the prefix)."""
+
+    samples: float
+    facts: dict[str, float] = field(default_factory=dict)
+
+
+class ConditionWindow(Protocol):
+    """A condition's memory of a test: immutable; `add` returns the next one."""
+
+    @classmethod
+    def start(cls, condition: Condition) -> Self: ...
+
+    def add(self, s: Snapshot) -> Self: ...
+
+    def read(self, s: Snapshot, condition: Condition) -> Reading: ...
+
+    @property
+    def nbytes(self) -> int: ...

@@ -1,0 +1,142 @@
+"""One evaluation as a pure step: (test state, snapshot) -> (decision, next state).
+
+    snapshot -> windows.add -> facts -> durable_rules -> held durations
+             -> condition results -> score, level -> decision rule -> decision
+
+The current state is never changed: the caller keeps the next state only once it has
+what it needs (the service: the decision appended to the log), so memory can never run
+ahead of the log. Time is the snapshot's (event time): the same inputs give the same
+decisions. `Evaluator` is the in-memory driver for many tests (replay, policy tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .contract import Decision, OutOfOrderError, Snapshot, format_time
+from .facts import TestWindows
+from .policy.model import Policy
+from .rules.durable_adapter import CompiledRuleset
+from .rules.registry import register
+from .verdict import (
+    TestHistory,
+    choose_rule,
+    condition_results,
+    decide,
+    risk_level,
+    risk_score,
+    rule_predicates,
+)
+
+REMEMBERED_DECISIONS = 8  # recent decisions kept per test to answer resent snapshots
+GAP_FACTOR = 2.0  # a silence longer than this many intervals breaks every `for` streak
+
+
+@dataclass(frozen=True, slots=True)
+class TestState:
+    """Everything one test remembers between snapshots; a value, never changed in place."""
+
+    __test__ = False  # not a pytest class
+
+    windows: TestWindows
+    last_time: float | None = None
+    last_interval: float = 30.0
+    indicator_since: Mapping[str, float] = field(default_factory=dict)
+    rule_since: Mapping[str, float] = field(default_factory=dict)
+    history: TestHistory = TestHistory()
+    recent: tuple[tuple[float, Decision], ...] = ()  # the last REMEMBERED_DECISIONS, oldest first
+    cuts: Mapping[str, float] = field(default_factory=dict)  # traffic cuts in force, by source
+
+    @classmethod
+    def start(cls, policy: Policy) -> TestState:
+        return cls(TestWindows.start(policy))
+
+    def remembered(self, t: float) -> Decision | None:
+        for time, decision in self.recent:
+            if time == t:
+                return decision
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """An effective policy and its registered ruleset: what a step needs besides the state."""
+
+    policy: Policy
+    ruleset: CompiledRuleset
+
+    @classmethod
+    def of(cls, policy: Policy) -> Engine:
+        return cls(policy, register(policy))
+
+
+def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision, TestState]:
+    """The decision for a snapshot and the state after it; `state` is left as it was.
+
+    A resent snapshot (a timestamp among the recent ones) gets the decision already made
+    and the same state; an older one raises OutOfOrderError.
+    """
+    t = snapshot.timestamp
+    remembered = state.remembered(t)
+    if remembered is not None:
+        return remembered, state
+    if state.last_time is not None and t < state.last_time:
+        raise OutOfOrderError(snapshot.test_id, snapshot.time_text, format_time(state.last_time))
+    policy = engine.policy
+    gap = GAP_FACTOR * max(snapshot.interval_seconds, state.last_interval)
+    continuous = state.last_time is not None and t - state.last_time <= gap
+
+    windows = state.windows.add(snapshot)
+    derived = windows.read(snapshot, policy)
+    fired = set(engine.ruleset.fire(derived.facts))
+    indicator_since = _advance(state.indicator_since, fired, t, continuous)
+    held = {key: t - start for key, start in indicator_since.items()}
+
+    conditions = condition_results(policy, derived, fired, held)
+    score = risk_score(conditions)
+    level = risk_level(policy, score)
+    critical = any(c.status == "critical" for c in conditions)
+    predicates = rule_predicates(policy, critical, score, level)
+    rule_since = _advance(state.rule_since, [k for k, v in predicates.items() if v], t, continuous)
+    rule = choose_rule(policy, predicates, {key: t - start for key, start in rule_since.items()})
+
+    decision, cuts = decide(
+        policy, snapshot.test_id, snapshot.time_text, snapshot.rollout_percent,
+        conditions, rule, score, level, state.history, state.cuts,
+    )  # fmt: skip
+    history = state.history.after(
+        decision.action, decision.enforced, decision.test_status, decision.timestamp, decision.triggered_by
+    )
+    recent = (*state.recent, (t, decision))[-REMEMBERED_DECISIONS:]
+    return decision, TestState(
+        windows, t, snapshot.interval_seconds, indicator_since, rule_since, history, recent, cuts
+    )
+
+
+def _advance(since: Mapping[str, float], active: Iterable[str], t: float, continuous: bool) -> dict[str, float]:
+    """Start times of what is active now: kept while it stays active without a gap, else now."""
+    return {key: since[key] if continuous and key in since else t for key in active}
+
+
+class Evaluator:
+    """Decisions for any number of tests under one effective policy, held in memory."""
+
+    def __init__(self, policy: Policy, ruleset: CompiledRuleset | None = None) -> None:
+        self.engine = Engine(policy, ruleset or register(policy))
+        self.tests: dict[str, TestState] = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self.engine.policy
+
+    def state(self, test_id: str) -> TestState:
+        return self.tests.get(test_id) or TestState.start(self.engine.policy)
+
+    def evaluate(self, snapshot: Snapshot) -> Decision:
+        decision, self.tests[snapshot.test_id] = step(self.engine, self.state(snapshot.test_id), snapshot)
+        return decision
+
+    def restart(self, test_id: str) -> None:
+        """Forget a test entirely: a rolled-back test starts again with empty windows."""
+        self.tests.pop(test_id, None)
