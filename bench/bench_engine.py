@@ -27,11 +27,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.evaluator import Evaluator  # noqa: E402
+from engine.cli.render import to_json  # noqa: E402
+from engine.contract import parse_snapshot  # noqa: E402
+from engine.pipeline import Evaluator  # noqa: E402
 from engine.policy import load_effective  # noqa: E402
-from engine.render import to_json  # noqa: E402
 from engine.rules.registry import register  # noqa: E402
-from engine.snapshot import parse_snapshot  # noqa: E402
 
 COPIES = 4
 REPEATS = 3

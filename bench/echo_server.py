@@ -18,12 +18,12 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.api.convert import fill_decision  # noqa: E402
+from engine.api.convert import fill  # noqa: E402
 from engine.api.v1 import risk_pb2 as pb  # noqa: E402
 from engine.api.v1 import risk_pb2_grpc as rpc  # noqa: E402
-from engine.evaluator import Evaluator  # noqa: E402
+from engine.contract import parse_snapshot  # noqa: E402
+from engine.pipeline import Evaluator  # noqa: E402
 from engine.policy import load_effective  # noqa: E402
-from engine.snapshot import parse_snapshot  # noqa: E402
 
 
 class Echo(rpc.RiskServiceServicer):  # type: ignore[misc]
@@ -40,7 +40,7 @@ def canned_reply() -> pb.EvaluateResponse:
     evaluator = Evaluator(load_effective([str(ROOT / "policies")]))
     decision = evaluator.evaluate(parse_snapshot(row))
     reply = pb.EvaluateResponse()
-    fill_decision(reply, decision.to_dict())
+    fill(reply.decision, decision.to_dict())
     return reply
 
 

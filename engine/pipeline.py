@@ -44,7 +44,7 @@ class TestState:
     last_interval: float = 30.0
     indicator_since: Mapping[str, float] = field(default_factory=dict)
     rule_since: Mapping[str, float] = field(default_factory=dict)
-    history: TestHistory = TestHistory()
+    history: TestHistory = TestHistory()  # noqa: RUF009  # frozen: sharing the default is safe
     recent: tuple[tuple[float, Decision], ...] = ()  # the last REMEMBERED_DECISIONS, oldest first
     cuts: Mapping[str, float] = field(default_factory=dict)  # traffic cuts in force, by source
 

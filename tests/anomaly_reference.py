@@ -1,5 +1,7 @@
-"""Anomaly ensemble: z-score, IQR fences, EWMA level shift and correlation break, each on the
-challenger's own history; their agreement gives a confidence in [0, 1].
+"""The reference anomaly ensemble, vectorised over a whole series: the oracle the engine's
+incremental AnomalyHistory is tested against (tests/test_anomaly.py). Z-score, IQR fences,
+EWMA level shift and correlation break, each on the challenger's own history; their
+agreement gives a confidence in [0, 1].
 
 Each detector turns its reading r (relative to its cut-off) into a probability
 0.6 * clip(r - 0.5, 0, 1): 0.3 at the cut-off, 0.6 at 1.5x and above. The ensemble
@@ -14,12 +16,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-MIN_HISTORY = 5
-RECENT = 10
-LATENCY, RPS = 1, 3  # columns of derive.ANOMALY_METRICS
-DEFAULT_CUTOFFS = {"zscore": 3.0, "iqr_factor": 2.0, "ewma_shift": 3.0, "correlation_drop": 0.5}
-EWMA_ALPHA = 0.5
-FLAT = 1e-9  # a spread this small relative to the values is rounding, not variation
+from engine.facts.anomaly import DEFAULT_CUTOFFS, EWMA_ALPHA, FLAT, METRICS, MIN_HISTORY, RECENT, facts_from
+
+LATENCY, RPS = METRICS.index("latency_ms"), METRICS.index("rps")
 
 
 def detect(series: npt.NDArray[np.float64], cutoffs: dict[str, float]) -> dict[str, float]:
@@ -51,24 +50,6 @@ def detect(series: npt.NDArray[np.float64], cutoffs: dict[str, float]) -> dict[s
     return facts_from(zscore_max, int(outside.sum()), level_shift, _correlation_break(series), cut)
 
 
-def facts_from(
-    zscore_max: float, outliers: int, level_shift: float, correlation_break: float, cut: dict[str, float]
-) -> dict[str, float]:
-    probabilities = [
-        _strength(zscore_max / cut["zscore"]),
-        _strength(outliers / 2 + 0.5) if outliers else 0.0,
-        _strength(level_shift / cut["ewma_shift"]),
-        _strength(correlation_break / cut["correlation_drop"]),
-    ]
-    return {
-        "confidence": 1.0 - math.prod(1.0 - p for p in probabilities),
-        "zscore_max": zscore_max,
-        "iqr_outliers": float(outliers),
-        "level_shift": level_shift,
-        "correlation_break": correlation_break,
-    }
-
-
 def _ewma_columns(rows: npt.NDArray[np.float64], fallback: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """EWMA of each column over `rows`, oldest first; a missing value leaves the level as it was."""
     level = np.where(np.isfinite(rows[0]), rows[0], fallback)
@@ -86,10 +67,6 @@ def _quantiles(ordered: npt.NDArray[np.float64], count: npt.NDArray[np.int64], q
     below, above = ordered[low, columns], ordered[high, columns]
     with np.errstate(invalid="ignore"):  # columns with no values hold inf - inf; masked below
         return np.where(count > 0, below + (above - below) * (position - low), np.nan)
-
-
-def _strength(ratio: float) -> float:
-    return 0.6 * min(1.0, max(0.0, ratio - 0.5))
 
 
 def _correlation_break(series: npt.NDArray[np.float64]) -> float:

@@ -1,6 +1,6 @@
 """The anomaly ensemble on the challenger's own history: quiet on stable noise, confident when
 detectors agree, capped at 0.6 for any one detector, blind to NaN, and alert to a broken
-requests/latency correlation. Rows are derive.ANOMALY_METRICS (column 1 latency, column 3 rps)."""
+requests/latency correlation. Rows are engine.facts.anomaly.METRICS (column 1 latency, column 3 rps)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from engine.anomaly import LATENCY, RPS, detect
-from engine.anomaly_tracker import AnomalyTracker
-from engine.derive import ANOMALY_METRICS
+from engine.facts.anomaly import METRICS as ANOMALY_METRICS
+from engine.facts.anomaly import AnomalyHistory, AnomalyRow
+from tests.anomaly_reference import LATENCY, RPS, detect
 
 # error_rate, latency_ms, accuracy, rps, cache_hit_rate, cpu_utilization
 MEANS = np.array([0.01, 2.0, 0.9, 1000.0, 0.95, 0.5])
@@ -60,7 +60,7 @@ def _correlated(rows: int = 40, broken: bool = False, seed: int = 0) -> np.ndarr
 
 
 def test_columns_match_derive() -> None:
-    """The detector's latency and rps columns are those of derive.ANOMALY_METRICS."""
+    """The reference's latency and rps columns are those of the engine's AnomalyRow."""
     assert len(ANOMALY_METRICS) == len(MEANS)
     assert ANOMALY_METRICS[LATENCY] == "latency_ms"
     assert ANOMALY_METRICS[RPS] == "rps"
@@ -231,10 +231,10 @@ def test_constant_recent_rps_is_not_a_correlation_break(rps: float) -> None:
     capacity=st.integers(8, 40),
 )
 def test_incremental_tracker_agrees_with_detect(rows: list[list[float]], capacity: int) -> None:
-    """AnomalyTracker, fed row by row, reports what detect() reports on the same last `capacity` rows."""
-    tracker = AnomalyTracker(capacity, 6)
+    """AnomalyHistory, fed row by row, reports what detect() reports on the same last `capacity` rows."""
+    tracker = AnomalyHistory(capacity)
     for index, row in enumerate(rows):
-        tracker.add(row)
+        tracker = tracker.with_row(AnomalyRow(*row))
         series = np.array(rows[max(0, index + 1 - capacity) : index + 1], dtype=float)
         if len(series) < 2:
             continue

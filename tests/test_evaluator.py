@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
-from engine.evaluator import Evaluator, OutOfOrderError
+from engine.contract import OutOfOrderError, parse_snapshot
+from engine.pipeline import Evaluator
 from engine.policy import load_effective
-from engine.snapshot import parse_snapshot
 from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,22 +168,19 @@ def test_state_per_test_is_bounded_after_a_day(policy) -> None:  # type: ignore[
     """24 h of 30 s snapshots keep a test's state within 64 KiB, growing only while the 24 h baseline fills."""
     evaluator = Evaluator(policy)
     parsed = parse_snapshot(snapshot(step=0))
-    state = evaluator.state("t1")
+    windows = evaluator.state("t1").windows
     sizes = []
     for step in range(24 * 120):
-        moved = parsed.__class__(
-            **{**{f: getattr(parsed, f) for f in parsed.__slots__}, "timestamp": parsed.timestamp + 30 * step}
-        )
-        state.metrics.add(moved)
+        windows = windows.add(dataclasses.replace(parsed, timestamp=parsed.timestamp + 30 * step))
         if step % 720 == 719:
-            sizes.append(state.metrics.state_bytes())
+            sizes.append(len(pickle.dumps(windows)))
     assert max(sizes) <= 64 * 1024
     assert sizes == sorted(sizes)
 
 
 def test_timestamp_beyond_what_can_be_written_is_refused_without_harm(policy) -> None:  # type: ignore[no-untyped-def]
     """A time past year 9998 is an input error naming `timestamp`, and the test's windows are untouched."""
-    from engine.snapshot import InputError
+    from engine.contract import InputError
 
     evaluator = Evaluator(policy)
     evaluator.evaluate(parse_snapshot(snapshot(step=0)))
@@ -202,8 +201,7 @@ def test_a_traffic_ramp_is_not_a_throughput_drop(policy) -> None:  # type: ignor
         row["champion"]["requests"] = 40_000 * 30 * (100 - share) // 100  # type: ignore[index]
         row["challenger"]["requests"] = 40_000 * 30 * share // 100  # type: ignore[index]
         evaluator.evaluate(parse_snapshot(row))
-    state = evaluator.state("t1")
-    facts = state.metrics.derive(parse_snapshot(row)).facts
+    facts = evaluator.state("t1").windows.read(parse_snapshot(row), policy).facts
     assert facts["throughput.relative_drop"] == pytest.approx(0.0, abs=1e-9)
 
 
@@ -215,8 +213,6 @@ def test_eviction_rate_is_per_minute_of_reported_time(policy) -> None:  # type: 
         row = snapshot(step=step)
         row["challenger"]["cache"]["evictions"] = 300  # type: ignore[index]
         row["challenger"]["cache"]["entries"] = 1000  # type: ignore[index]
-        parsed = parse_snapshot(row)
-        state = evaluator.state("t1")
-        state.metrics.add(parsed)
-        rates.append(state.metrics.derive(parsed).facts["cache.eviction_rate"])
+        evaluator.evaluate(parse_snapshot(row))
+        rates.append(evaluator.state("t1").windows.read(parse_snapshot(row), policy).facts["cache.eviction_rate"])
     assert rates == pytest.approx([0.6] * 4)

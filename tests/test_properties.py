@@ -10,12 +10,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.decision import ORDER
-from engine.evaluator import Evaluator
+from engine.contract import Action, Snapshot, parse_snapshot
+from engine.pipeline import Evaluator
 from engine.policy import Policy, load_effective
 from engine.rules.durable_adapter import CompiledRuleset
 from engine.rules.registry import register
-from engine.snapshot import Snapshot, parse_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = ("sustained_medium_risk", "confidence_drift", "sparse_labels")
@@ -43,7 +42,7 @@ def with_severity(policy: Policy, indicator_id: str, severity: float) -> Policy:
     return dataclasses.replace(policy, conditions=tuple(conditions))
 
 
-def actions(policy: Policy, ruleset: CompiledRuleset, snapshots: list[Snapshot]) -> list[str]:
+def actions(policy: Policy, ruleset: CompiledRuleset, snapshots: list[Snapshot]) -> list[Action]:
     evaluator = Evaluator(policy, ruleset)
     return [evaluator.evaluate(snapshot).action for snapshot in snapshots]
 
@@ -59,4 +58,4 @@ def test_raising_a_severity_never_gives_a_milder_action(data: st.DataObject) -> 
     before = actions(policy, ruleset, streams[stream])
     after = actions(with_severity(policy, indicator.id, raised), ruleset, streams[stream])
     for index, (old, new) in enumerate(zip(before, after, strict=True)):
-        assert ORDER[new] >= ORDER[old], f"snapshot {index}: {old} became {new} after raising {indicator.id}"
+        assert new.rank >= old.rank, f"snapshot {index}: {old} became {new} after raising {indicator.id}"

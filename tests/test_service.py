@@ -21,14 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
-from engine.api.convert import decision_to_dict
+from engine.api.convert import to_dict
+from engine.api.servicer import create_server
 from engine.api.v1 import risk_pb2 as pb
 from engine.api.v1 import risk_pb2_grpc as rpc
-from engine.evaluator import Evaluator
-from engine.guard import Guard
+from engine.contract import parse_snapshot
+from engine.pipeline import Evaluator
 from engine.policy import load_effective
-from engine.server import create_server
-from engine.snapshot import parse_snapshot
+from engine.service import Guard
 from engine.store.sqlite import SqliteLog
 from tests.conftest import snapshot
 
@@ -41,15 +41,16 @@ class Service:
 
     def __init__(self, data_dir: Path) -> None:
         self.guard = Guard(POLICY, SqliteLog.in_dir(data_dir))
+        self.rebuilt = self.guard.rebuild()
         self.lines: list[dict[str, Any]] = []
         self.server, self.port, _ = create_server(self.guard, "127.0.0.1:0", 8, self.lines.append)
         self.server.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = rpc.RiskServiceStub(self.channel)
 
-    def evaluate(self, row: dict[str, Any]) -> pb.EvaluateResponse:
+    def evaluate(self, row: dict[str, Any]) -> pb.Decision:
         request = pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot()))
-        return self.stub.Evaluate(request, timeout=10)
+        return self.stub.Evaluate(request, timeout=10).decision
 
     def stop(self) -> None:
         self.channel.close()
@@ -81,7 +82,7 @@ def test_evaluate_returns_the_decision_replay_gives(service: Service) -> None:
     rows = scenario("latency_spike")
     local = Evaluator(POLICY)
     for row in rows:
-        got = decision_to_dict(service.evaluate(row))
+        got = to_dict(service.evaluate(row))
         want = local.evaluate(parse_snapshot(row)).to_dict()
         assert got == json.loads(json.dumps(want))
     assert got["action"] == "rollback"
@@ -219,7 +220,7 @@ def test_watch_streams_decisions_as_they_are_made(service: Service) -> None:
     reader = threading.Thread(target=read)
     reader.start()
     deadline = time.monotonic() + 5
-    while not service.guard._watchers and time.monotonic() < deadline:
+    while not service.guard.watchers._watchers and time.monotonic() < deadline:
         time.sleep(0.01)
     for row in scenario("healthy")[:5] + scenario("error_storm"):
         service.evaluate(row)
@@ -293,7 +294,7 @@ def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
 
     second = Service(tmp_path / "data")
     try:
-        assert second.guard.rebuilt > 0
+        assert second.rebuilt > 0
         assert second.evaluate(rows[10]) == recorded[10]
         view = second.stub.GetTest(pb.GetTestRequest(test_id="error-storm"), timeout=5)
         assert view.test_status == pb.TEST_STATUS_ROLLED_BACK
@@ -304,7 +305,7 @@ def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
             uninterrupted.evaluate(parse_snapshot(row))
         for row in rows[50:60]:
             want = uninterrupted.evaluate(parse_snapshot(row)).to_dict()
-            assert decision_to_dict(second.evaluate(row)) == json.loads(json.dumps(want))
+            assert to_dict(second.evaluate(row)) == json.loads(json.dumps(want))
         evidence = second.guard.log.evidence("error-storm")
         assert len(evidence) == 1
         assert {"trigger_reason", "risk_conditions", "performance_impact", "recovery_time"} <= set(evidence[0])
@@ -346,7 +347,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         for row in scenario("healthy") + scenario("error_storm"):
             try:
                 request = pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot()))
-                answered.append(stub.Evaluate(request, timeout=5).decision_id)
+                answered.append(stub.Evaluate(request, timeout=5).decision.decision_id)
             except grpc.RpcError as error:
                 failures.append(error.code())
 
@@ -433,7 +434,7 @@ def test_resent_snapshot_after_restart_is_answered_from_the_log(service: Service
 
 
 def test_a_failed_log_write_leaves_no_decision_in_memory(tmp_path: Path) -> None:
-    """If the decision cannot be logged, the test's state is rebuilt from the log: memory never runs ahead."""
+    """If the decision cannot be logged, the test's state stays as it was: memory never runs ahead of the log."""
 
     class FailingLog(SqliteLog):
         fail = False

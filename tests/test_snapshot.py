@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.snapshot import (
+from engine.contract import (
     Cache,
     CacheTier,
     Histogram,

@@ -20,12 +20,12 @@ _STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 
 def to_dict(message: Message, keep_empty: bool = True) -> dict[str, Any]:
     """A message as contract data. `keep_empty=False` (snapshots) leaves out empty lists and strings."""
-    return _reader(message.DESCRIPTOR, keep_empty)(message)
+    return _reader(message.DESCRIPTOR, keep_empty)(message)  # type: ignore[arg-type]  # upb's Descriptor
 
 
 def fill(message: Message, data: Mapping[str, Any]) -> Message:
     """Write contract data into `message` (fields it does not have are an error: the contracts agree)."""
-    _writer(message.DESCRIPTOR)(message, data)
+    _writer(message.DESCRIPTOR)(message, data)  # type: ignore[arg-type]  # upb's Descriptor
     return message
 
 

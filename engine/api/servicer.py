@@ -132,7 +132,7 @@ class RiskServicer:
         view = self.guard.test(_test_id(request.test_id))
         response = pb.GetTestResponse(
             test_id=view.test_id,
-            test_status=enum_number(pb.TestStatus.DESCRIPTOR, view.test_status),
+            test_status=enum_number(pb.TestStatus.DESCRIPTOR, view.test_status),  # type: ignore[arg-type]
             rolled_back_at=view.rolled_back_at,
             decisions=view.decisions,
         )

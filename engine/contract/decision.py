@@ -118,7 +118,7 @@ class Decision:
     test_status: TestStatus
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-shaped data (enum members are str), built without dataclasses.asdict's deep copies."""
+        """Plain JSON-shaped data (enums as their words), built without dataclasses.asdict's deep copies."""
         return _plain(self)  # type: ignore[no-any-return]
 
 
@@ -131,6 +131,8 @@ def _plain(value: Any) -> Any:
         if names is None:
             names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
         return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, StrEnum):
+        return value.value
     if isinstance(value, list):
         return [_plain(item) for item in value]
     if isinstance(value, dict):

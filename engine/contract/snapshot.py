@@ -214,8 +214,8 @@ class _Check:
 
     def histogram(self, obj: Mapping[str, Any], where: str) -> Histogram | None:
         self.no_unknown(obj, frozenset({"bounds", "counts"}), where)
-        bounds = self.list(obj.get("bounds"), f"{where}.bounds")
-        counts = self.list(obj.get("counts"), f"{where}.counts")
+        bounds = self.sequence(obj.get("bounds"), f"{where}.bounds")
+        counts = self.sequence(obj.get("counts"), f"{where}.counts")
         if bounds is None or counts is None:
             return None
         if not bounds or len(bounds) > MAX_LATENCY_BOUNDS:
@@ -242,7 +242,7 @@ class _Check:
     def confidence(self, data: Any, where: str) -> tuple[int, ...] | None:
         if data is None:
             return None
-        values = self.list(data, where)
+        values = self.sequence(data, where)
         if values is None:
             return None
         if len(values) != CONFIDENCE_BINS:
@@ -304,7 +304,7 @@ class _Check:
             return None
         return data
 
-    def list(self, data: Any, where: str) -> list[Any] | None:
+    def sequence(self, data: Any, where: str) -> list[Any] | None:
         if not isinstance(data, list):
             self.fail(where, f"must be a list, got {kind(data)}")
             return None
@@ -344,8 +344,11 @@ class _Check:
             got = value if isinstance(value, float) else kind(value)
             self.fail(where, f"must be a whole number, got {got}")
             return None
-        if not 0 <= value <= MAX_COUNT:
-            self.fail(where, f"must be within 0..{MAX_COUNT:.0e} (a count per interval), got {excerpt(value)}")
+        if value < 0:
+            self.fail(where, f"must be >= 0, got {excerpt(value)}")
+            return None
+        if value > MAX_COUNT:
+            self.fail(where, f"must be at most {MAX_COUNT:.0e} (a count per interval), got {excerpt(value)}")
             return None
         return value
 
@@ -375,7 +378,10 @@ class _Check:
             return None
         if not low <= value <= high:
             suffix = f" {unit}" if unit else ""
-            self.fail(where, f"must be within {low:g}..{high:g}{suffix}, got {excerpt(value)}")
+            if value < 0 <= low:
+                self.fail(where, f"must be >= {low:g}{suffix}, got {excerpt(value)}")
+            else:
+                self.fail(where, f"must be within {low:g}..{high:g}{suffix}, got {excerpt(value)}")
             return None
         return float(value)
 

@@ -32,12 +32,13 @@ def parse_time(value: object, field: str = "timestamp") -> float:
         raise InputError(field, f"{excerpt(value)} has an offset out of range")
     offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0)) * (-1 if sign == "-" else 1)
     try:
+        micro = int(fraction[:6].ljust(6, "0")) if fraction else 0  # finer digits are dropped, as Python does
         moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone(offset)
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=timezone(offset)
         )
     except ValueError as error:
         raise InputError(field, f"{excerpt(value)} is not a valid date and time: {error}") from None
-    seconds = moment.timestamp() + (int(fraction.ljust(9, "0")) / 1e9 if fraction else 0.0)
+    seconds = moment.timestamp()
     if not MIN_TIME <= seconds <= MAX_TIME:
         raise InputError(field, f"{excerpt(value)} is outside the years 1970 to 9998")
     return seconds

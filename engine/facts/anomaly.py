@@ -106,8 +106,8 @@ class AnomalyHistory:
     rows: tuple[tuple[int, AnomalyRow], ...] = ()  # (sequence number, row)
     columns: tuple[Column, ...] = tuple(Column() for _ in METRICS)  # over rows[:-1]
     pairs: tuple[Pair, ...] = ()  # finite pairs of the kept rows; the last RECENT are "recent"
-    usual: PairSums = PairSums()
-    recent: PairSums = PairSums()
+    usual: PairSums = PairSums()  # noqa: RUF009  # an immutable NamedTuple: sharing the default is safe
+    recent: PairSums = PairSums()  # noqa: RUF009
     sequence: int = 0
 
     @classmethod

@@ -60,14 +60,16 @@ class CacheWindow:
             if counts is not None:
                 tiers[2 * index], tiers[2 * index + 1] = counts.hits, counts.misses
         timed = lookups if cache.response_time_ms is not None else 0
-        row = CacheCounts(
-            *tiers,
-            lookups,
-            final_misses,
-            cache.evictions or 0,
-            round(s.interval_seconds * US_PER_SECOND) if cache.evictions is not None else 0,
-            timed,
-            timed * round((cache.response_time_ms or 0.0) * NS_PER_MS),
+        row = CacheCounts._make(
+            (
+                *tiers,
+                lookups,
+                final_misses,
+                cache.evictions or 0,
+                round(s.interval_seconds * US_PER_SECOND) if cache.evictions is not None else 0,
+                timed,
+                timed * round((cache.response_time_ms or 0.0) * NS_PER_MS),
+            )
         )
         entries = cache.entries if cache.entries is not None else self.entries
         return type(self)(self.counts.add(s.timestamp, row), entries)

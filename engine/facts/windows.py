@@ -10,8 +10,8 @@ lets an evaluation step compute the next state without touching the current one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row", bound=tuple[Any, ...])  # a NamedTuple of whole numbers, or a plain tuple of them

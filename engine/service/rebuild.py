@@ -28,7 +28,9 @@ def horizon(engine: Engine) -> float:
     return max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in engine.policy.conditions)
 
 
-def rebuild_test(engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[str], None] | None = None) -> Rebuilt:
+def rebuild_test(
+    engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[str], None] | None = None
+) -> Rebuilt:
     last = log.last(test_id)
     restart = log.last_restart(test_id)
     if last is None or (restart is not None and restart.after_seq >= last.seq):

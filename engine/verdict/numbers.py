@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def exact(value: float) -> float:
-    """Six decimal places: sums of weights x severities print as the policy's numbers (0.35, not 0.35000000000000003)."""
+    """Six decimal places: weights x severities print as the policy's numbers (0.35, not 0.35000000000000003)."""
     return round(value, 6)
 
 
