@@ -23,7 +23,7 @@ def write_lines(path: Path, rows: list[object]) -> Path:
 def test_replay_writes_one_decision_per_line(capsys: pytest.CaptureFixture[str]) -> None:
     """Every input line gives a JSON decision with the contract's fields."""
     code = main(
-        ["replay", "--input", str(ROOT / "scenarios" / "latency_spike.jsonl"), "--policy", str(ROOT / "policies")]
+        ["replay", "--input", str(ROOT / "scenarios" / "latency_spike.jsonl"), "--policies", str(ROOT / "policies")]
     )
     out = capsys.readouterr().out.splitlines()
     assert code == 0
@@ -73,7 +73,7 @@ def test_bad_lines_are_reported_and_the_rest_decided(tmp_path: Path, capsys: pyt
         good[2],
     ]
     source = write_lines(tmp_path / "in.jsonl", rows)
-    code = main(["replay", "--input", str(source), "--policy", str(ROOT / "policies")])
+    code = main(["replay", "--input", str(source), "--policies", str(ROOT / "policies")])
     captured = capsys.readouterr()
     assert code == 1
     assert len(captured.out.splitlines()) == 3
@@ -93,7 +93,7 @@ def test_replay_reads_stdin_and_prints_a_table(
     """`--input -` reads standard input; `--format table` prints a readable timeline."""
     text = (ROOT / "scenarios" / "error_storm.jsonl").read_text()
     monkeypatch.setattr("sys.stdin", io.StringIO(text))
-    code = main(["replay", "--input", "-", "--format", "table", "--policy", str(ROOT / "policies")])
+    code = main(["replay", "--input", "-", "--format", "table", "--policies", str(ROOT / "policies")])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert out[0].split()[:6] == ["TIME", "TEST", "ACTION", "SCORE", "LEVEL", "TRAFFIC"]
@@ -113,7 +113,7 @@ def test_replay_with_env_and_profile(capsys: pytest.CaptureFixture[str]) -> None
             "dev",
             "--profile",
             "conservative",
-            "--policy",
+            "--policies",
             str(ROOT / "policies"),
         ]
     )
@@ -125,7 +125,7 @@ def test_replay_with_env_and_profile(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_replay_missing_input_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file that cannot be read exits 2 and says why."""
-    code = main(["replay", "--input", str(tmp_path / "none.jsonl"), "--policy", str(ROOT / "policies")])
+    code = main(["replay", "--input", str(tmp_path / "none.jsonl"), "--policies", str(ROOT / "policies")])
     assert code == 2
     assert "cannot read" in capsys.readouterr().err
 
@@ -134,7 +134,7 @@ def test_replay_out_of_order_line_is_reported(tmp_path: Path, capsys: pytest.Cap
     """A snapshot older than its test's last is rejected with the field; other tests go on."""
     rows: list[object] = [snapshot(step=5), snapshot(step=2), snapshot("t2", step=1), snapshot(step=6)]
     code = main(
-        ["replay", "--input", str(write_lines(tmp_path / "in.jsonl", rows)), "--policy", str(ROOT / "policies")]
+        ["replay", "--input", str(write_lines(tmp_path / "in.jsonl", rows)), "--policies", str(ROOT / "policies")]
     )
     captured = capsys.readouterr()
     assert code == 1

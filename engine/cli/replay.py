@@ -22,7 +22,10 @@ OK, FINDINGS, USAGE = 0, 1, 2
 def add_parser(commands: Any) -> None:
     replay = commands.add_parser("replay", help="decide JSON-lines snapshots offline, in event time")
     replay.add_argument("--input", required=True, metavar="FILE", help="JSON lines of snapshots, or - for stdin")
-    replay.add_argument("--policy", default="policies", metavar="PATH", help="policy folder (default: policies)")
+    replay.add_argument(
+        "--policies", "--policy", dest="policies", default="policies", metavar="DIR",
+        help="policy folder (default: policies); --policy is the old spelling",
+    )  # fmt: skip
     replay.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
     replay.add_argument("--env", default=None, help="environment overlay (dev, staging, prod)")
     replay.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
@@ -30,7 +33,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = load_policy(args.policy, args.profile, args.env)
+    policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
     try:
@@ -55,6 +58,10 @@ def replay(evaluator: Evaluator, source: IO[str], out: IO[str], err: IO[str], fo
         except (InputError, OutOfOrderError) as error:
             bad += 1
             print(f"line {number}: {error}", file=err)
+            continue
+        except Exception as error:  # a bug of ours: say which line, keep deciding the others
+            bad += 1
+            print(f"line {number}: internal error: {type(error).__name__}: {str(error)[:200]}", file=err)
             continue
         print(to_json(decision) if form == "jsonl" else table_row(decision), file=out)
     if bad:
