@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import gc
 import io
+import dataclasses
 import json
+import pickle
 import statistics
 import sys
 import time
@@ -85,15 +87,11 @@ def summary(times: list[int]) -> dict[str, float]:
 def state_bytes(policy: Any) -> tuple[int, int]:
     """Windows' buffer bytes and pickled bytes of one test after 24 h of 30 s snapshots."""
     template = json.loads((ROOT / "scenarios" / "healthy.jsonl").read_text().splitlines()[0])
-    evaluator = Evaluator(policy)
-    state = evaluator.state(template["test_id"])
+    windows = Evaluator(policy).state(template["test_id"]).windows
     snapshot = parse_snapshot(template)
     for step in range(24 * 120):
-        moved = type(snapshot)(
-            **{**{f: getattr(snapshot, f) for f in snapshot.__slots__}, "timestamp": snapshot.timestamp + 30 * step}
-        )
-        state.metrics.add(moved)
-    return state.metrics.nbytes, state.metrics.state_bytes()
+        windows = windows.add(dataclasses.replace(snapshot, timestamp=snapshot.timestamp + 30 * step))
+    return windows.nbytes, len(pickle.dumps(windows))
 
 
 def main() -> int:

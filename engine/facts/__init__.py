@@ -98,10 +98,12 @@ class TestWindows:
             conclusive = out.conclusive[name] = samples >= condition.min_samples and samples > 0
             if conclusive:
                 prefix = MODULES[name].PREFIX + "."
+                facts = out.facts
                 for key, value in reading.facts.items():
-                    number = float(value)  # window sums are whole numbers of any size; facts are floats
-                    if _finite(number):
-                        out.facts[prefix + key] = number
+                    if value.__class__ is not float:
+                        value = float(value)  # window sums are whole numbers of any size; facts are floats
+                    if value - value == 0.0:  # finite: not inf, not NaN
+                        facts[prefix + key] = value
         self._calibration(s, out, readings)
         return out
 

@@ -15,7 +15,7 @@ rows came and went: a rebuilt history reads exactly as the live one did.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import NamedTuple, Self
 
@@ -59,16 +59,16 @@ class Column:
     squares: int = 0
 
     def with_value(self, value: float) -> Column:
-        ordered = list(self.ordered)
-        insort(ordered, value)
+        ordered = self.ordered
+        at = bisect_right(ordered, value)
         q = stats.quantize(value)
-        return Column(tuple(ordered), self.total + q, self.squares + q * q)
+        return Column((*ordered[:at], value, *ordered[at:]), self.total + q, self.squares + q * q)
 
     def without_value(self, value: float) -> Column:
-        ordered = list(self.ordered)
-        del ordered[bisect_left(ordered, value)]
+        ordered = self.ordered
+        at = bisect_left(ordered, value)
         q = stats.quantize(value)
-        return Column(tuple(ordered), self.total - q, self.squares - q * q)
+        return Column(ordered[:at] + ordered[at + 1 :], self.total - q, self.squares - q * q)
 
 
 class PairSums(NamedTuple):

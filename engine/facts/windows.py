@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import add, sub
 from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row", bound=tuple[Any, ...])  # a NamedTuple of whole numbers, or a plain tuple of them
@@ -41,10 +42,11 @@ class RollingSums(Generic[Row]):
     def add(self, t: float, row: Row) -> RollingSums[Row]:
         index = math.floor(t / self.bucket)
         live, total = self._evicted(index)
-        total = tuple(a + b for a, b in zip(total, row, strict=True))
+        if len(row) != len(total):
+            raise ValueError(f"a row of {len(row)} numbers in a window of {len(total)}")
+        total = tuple(map(add, total, row))
         if live and live[-1][0] == index:
-            merged = tuple(a + b for a, b in zip(live[-1][1], row, strict=True))
-            live = (*live[:-1], (index, merged))
+            live = (*live[:-1], (index, tuple(map(add, live[-1][1], row))))
         else:
             live = (*live, (index, tuple(row)))
         return RollingSums(self.make, self.window, self.buckets, live, total)
@@ -61,7 +63,7 @@ class RollingSums(Generic[Row]):
             return live, total
         keep = 0
         while keep < len(live) and live[keep][0] <= cutoff:
-            total = tuple(a - b for a, b in zip(total, live[keep][1], strict=True))
+            total = tuple(map(sub, total, live[keep][1]))
             keep += 1
         return live[keep:], total
 
