@@ -12,9 +12,9 @@ REPEATS times and the best pass is kept, so a busy neighbour does not decide the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
-import dataclasses
 import json
 import pickle
 import statistics

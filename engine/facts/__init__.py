@@ -99,9 +99,9 @@ class TestWindows:
             if conclusive:
                 prefix = MODULES[name].PREFIX + "."
                 facts = out.facts
-                for key, value in reading.facts.items():
-                    if value.__class__ is not float:
-                        value = float(value)  # window sums are whole numbers of any size; facts are floats
+                for key, raw in reading.facts.items():
+                    # window sums are whole numbers of any size; facts are floats
+                    value = raw if raw.__class__ is float else float(raw)
                     if value - value == 0.0:  # finite: not inf, not NaN
                         facts[prefix + key] = value
         self._calibration(s, out, readings)
