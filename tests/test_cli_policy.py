@@ -46,7 +46,29 @@ def test_validate_json_lists_every_error(capsys: pytest.CaptureFixture[str], pol
     assert report["valid"] is False
     error = report["errors"][0]
     assert set(error) == {"code", "file", "line", "path", "message"}
-    assert {e["code"] for e in report["errors"]} == {"duration-invalid"}
+    assert {(e["code"], e["path"]) for e in report["errors"]} == {
+        ("duration-invalid", "spec.conditions.accuracy.indicators[3].for"),
+        ("weights-sum", "spec.conditions"),
+    }
+
+
+def test_validate_reports_schema_and_semantic_errors_in_one_run(
+    capsys: pytest.CaptureFixture[str], policy_dir: Path
+) -> None:
+    """A schema error and weights that do not sum to 1 are both reported, each with file:line, path and code."""
+    default = policy_dir / "default.yaml"
+    text = default.read_text().replace("weight: 0.25", "weight: 0.30", 1).replace("severity: 0.6", "severity: 1.6", 1)
+    default.write_text(text)
+    code, out, err = run(capsys, "policy", "validate", str(policy_dir))
+    assert code == 1
+    weights, severity = out.splitlines()
+    assert weights.startswith(f"{default}:17: spec.conditions: weights sum to 1.05, not 1 (accuracy 0.3, ")
+    assert weights.endswith("[weights-sum]")
+    assert severity == (
+        f"{default}:33: spec.conditions.accuracy.indicators[0].severity: 1.6 is greater than the maximum of 1 "
+        "[schema-maximum]"
+    )
+    assert err == "2 errors\n"
 
 
 def test_validate_missing_path_exits_two(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ class Merged:
     data: Any
     base: Document
     origin: dict[Path, tuple[Document, Path]] = field(default_factory=dict)
+    missed: dict[Diagnostic, Path] = field(default_factory=dict)  # an overlay's key the base lacks: where it aimed
+    reshaped: set[Path] = field(default_factory=set)  # a mapping or list replaced by something else, or vice versa
 
     def locate(self, path: Path) -> tuple[Document, Path]:
         for end in range(len(path), -1, -1):
@@ -56,9 +58,11 @@ def _merge_into(
     for key, value in source.items():
         child, child_own = (*path, key), (*own, key)
         if key not in target:
-            problems.append(
-                overlay.diagnostic(child_own, "overlay-unknown-key", f"'{key}' overrides nothing in the base policy")
+            problem = overlay.diagnostic(
+                child_own, "overlay-unknown-key", f"'{key}' overrides nothing in the base policy"
             )
+            merged.missed[problem] = child
+            problems.append(problem)
             continue
         current = target[key]
         if isinstance(current, dict) and isinstance(value, dict):
@@ -66,8 +70,14 @@ def _merge_into(
         elif key in NAMED_LISTS and _named_list(current) and isinstance(value, list):
             _merge_named(current, value, child, child_own, overlay, merged, problems)
         else:
+            if _shape(current) != _shape(value):  # a schema error in one of the documents; the other's part is lost
+                merged.reshaped.add(child)
             target[key] = copy.deepcopy(value)
             merged.origin[child] = (overlay, child_own)
+
+
+def _shape(value: Any) -> type | None:
+    return dict if isinstance(value, dict) else list if isinstance(value, list) else None
 
 
 def _named_list(value: Any) -> bool:
@@ -89,9 +99,9 @@ def _merge_named(
         item_own = (*own, own_index)
         name = item.get("name") if isinstance(item, dict) else None
         if name not in positions:
-            problems.append(
-                overlay.diagnostic(item_own, "overlay-unknown-key", f"no item named {name!r} in the base policy")
-            )
+            problem = overlay.diagnostic(item_own, "overlay-unknown-key", f"no item named {name!r} in the base policy")
+            merged.missed[problem] = path
+            problems.append(problem)
             continue
         index = positions[name]
         rest = {k: v for k, v in item.items() if k != "name"}

@@ -11,8 +11,8 @@ from .diagnostics import Diagnostic, unique_sorted
 from .digest import digest
 from .documents import Document, discover, read_file
 from .model import Policy, build_policy
-from .overlay import merge
-from .validate import _schema_diagnostic, _validator, check_document, check_effective
+from .overlay import Merged, merge
+from .validate import _schema_diagnostic, _validator, check_document, check_effective, unreadable
 
 DEFAULT_PROFILE = "balanced"
 
@@ -101,19 +101,47 @@ def effective(
     if problems:
         return None, None, problems
     used = [found.base, *overlays]
+    files = {document.file for document in used}
+    merged, merge_problems = merge(found.base, overlays)
+    schema_errors = list(_validator("RiskPolicy").iter_errors(merged.data))
     if any(document.file in found.invalid for document in used):
-        return None, None, [d for d in found.diagnostics if d.file in {doc.file for doc in used}]
-    merged, problems = merge(found.base, overlays)
-    schema_errors = [_schema_diagnostic(merged.base, e) for e in _validator("RiskPolicy").iter_errors(merged.data)]
-    problems += (
-        [merged.diagnostic(_path_of(d), d.code, d.message) for d in schema_errors] if overlays else schema_errors
-    )
-    if not problems:
-        problems += check_effective(merged)
+        # each file's own errors say it; the merged data's schema errors would only repeat them
+        problems = [d for d in found.diagnostics if d.file in files]
+        said = {(d.file, d.path) for d in problems}
+        problems += [d for d in merge_problems if (d.file, d.path) not in said]
+    else:
+        located = [_schema_diagnostic(merged.base, e) for e in schema_errors]
+        problems = merge_problems + (
+            [merged.diagnostic(_path_of(d), d.code, d.message) for d in located] if overlays else located
+        )
+    # the later stages check every part the errors so far leave readable, so all are reported in one run
+    rejected = [path for d in found.diagnostics if d.code in _READ_CODES for path in _merged_paths(merged, d)]
+    skip = unreadable(merged.data, schema_errors, [*rejected, *merged.reshaped])
+    # an overlay key aimed at a part the base lacks or broke is that error's consequence, not another one
+    problems = [d for d in problems if d not in merged.missed or skip.readable(merged.missed[d])]
+    problems += check_effective(merged, skip)
     if problems:
         return None, merged.data, unique_sorted(problems)
     policy = build_policy(merged.data, digest(merged.data), profile, environment)
     return policy, merged.data, []
+
+
+# Read-stage findings about a value that is there but cannot be trusted.
+_READ_CODES = frozenset({"yaml-duplicate-key"})
+
+
+def _merged_paths(merged: Merged, diagnostic: Diagnostic) -> list[tuple[str | int, ...]]:
+    """Where a finding in one of the merged documents lands in the merged data."""
+    own = _path_of(diagnostic)
+    found = [own] if diagnostic.file == merged.base.file else []
+    for path, (document, origin) in merged.origin.items():
+        if document.file != diagnostic.file:
+            continue
+        if own[: len(origin)] == origin:
+            found.append(path + own[len(origin) :])
+        elif origin[: len(own)] == own:
+            found.append(path)
+    return found
 
 
 def _path_of(diagnostic: Diagnostic) -> tuple[str | int, ...]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -79,45 +80,136 @@ def _schema_diagnostic(document: Document, error: Any) -> Diagnostic:
     return document.diagnostic(path, code or f"schema-{error.validator}", message)
 
 
-def check_effective(merged: Merged) -> list[Diagnostic]:
-    """Semantic checks on merged data that the schema cannot express; schema-valid input assumed."""
-    spec = merged.data["spec"]
+def check_effective(merged: Merged, skip: Unreadable | None = None) -> list[Diagnostic]:
+    """Semantic checks the schema cannot express, on every part of the merged data that `skip` leaves readable."""
+    skip = skip or Unreadable()
+    spec = merged.data.get("spec") if isinstance(merged.data, dict) else None
+    if not isinstance(spec, dict) or not skip.readable(("spec",)):
+        return []
     problems: list[Diagnostic] = []
-    problems += _check_weights(merged, spec["conditions"])
-    for name, body in spec["conditions"].items():
-        problems += _check_condition(merged, ("spec", "conditions", name), body)
-    problems += _check_levels(merged, spec["levels"])
-    problems += _check_rules(merged, spec["decision"]["rules"], {band["name"] for band in spec["levels"]})
-    problems += _check_size(merged, spec["conditions"])
-    problems += check_durations(merged)
+    conditions = spec.get("conditions")
+    if isinstance(conditions, dict) and skip.readable(("spec", "conditions")):
+        problems += _check_weights(merged, conditions, skip)
+        for name, body in conditions.items():
+            if skip.readable(("spec", "conditions", name)):
+                problems += _check_condition(merged, ("spec", "conditions", name), body, skip)
+        problems += _check_size(merged, conditions, skip)
+        problems += check_durations(merged, skip)
+    levels = spec.get("levels")
+    if isinstance(levels, list) and skip.readable(("spec", "levels")):
+        problems += _check_levels(merged, levels, skip)
+    decision = spec.get("decision")
+    rules = decision.get("rules") if isinstance(decision, dict) else None
+    if isinstance(rules, list) and skip.readable(("spec", "decision", "rules")):
+        problems += _check_rules(merged, rules, _level_names(levels, skip), skip)
     return problems
 
 
-def _check_weights(merged: Merged, conditions: dict[str, Any]) -> list[Diagnostic]:
+# Keywords whose failure leaves the value itself readable: an object missing or carrying keys, a list's length.
+_STRUCTURAL = frozenset({"required", "additionalProperties", "minProperties", "maxProperties", "minItems", "maxItems"})
+
+
+@dataclass
+class Unreadable:
+    """Where schema errors leave the merged data: the semantic checks skip what they could not trust."""
+
+    values: set[Path] = field(default_factory=set)  # rejected values, missing required keys, unknown keys
+    flagged: set[Path] = field(default_factory=set)  # every path with an error of any kind
+
+    def readable(self, path: Path) -> bool:
+        """Neither this value nor a container above it was rejected (it may have errors inside)."""
+        return not any(path[:end] in self.values for end in range(len(path) + 1))
+
+    def intact(self, path: Path) -> bool:
+        """Readable and complete: no error about the value itself, such as a missing or an unknown key."""
+        return self.readable(path) and path not in self.flagged
+
+    def clean(self, path: Path) -> bool:
+        """Readable with no error anywhere inside."""
+        return self.readable(path) and not any(flagged[: len(path)] == path for flagged in self.flagged)
+
+    def reject(self, path: Path) -> None:
+        self.values.add(path)
+        self.flagged.add(path)
+
+
+def unreadable(data: Any, errors: Iterable[Any], rejected: Iterable[Path] = ()) -> Unreadable:
+    """What jsonschema's `errors` on `data`, its non-finite numbers and the `rejected` paths leave unreadable."""
+    skip = Unreadable()
+    for error in errors:
+        path: Path = tuple(error.absolute_path)
+        skip.flagged.add(path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            for key in error.validator_value:
+                if key not in error.instance:
+                    skip.reject((*path, key))
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            for key in set(error.instance) - set(error.schema.get("properties", {})):
+                skip.reject((*path, key))  # an unknown key: the schema checked nothing inside it
+        elif error.validator not in _STRUCTURAL:
+            skip.reject(path)
+    for path in _non_finite_paths(data, ()):
+        skip.reject(path)
+    for path in rejected:
+        skip.reject(path)
+    return skip
+
+
+def _non_finite_paths(value: Any, path: Path) -> Iterator[Path]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite_paths(item, (*path, index))
+
+
+def _check_weights(merged: Merged, conditions: dict[str, Any], skip: Unreadable) -> list[Diagnostic]:
+    """The sum needs every condition, each with a readable weight."""
+    where = ("spec", "conditions")
+    if not skip.intact(where) or not all(skip.readable((*where, name, "weight")) for name in conditions):
+        return []
     total = math.fsum(float(body["weight"]) for body in conditions.values())
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
         listed = ", ".join(f"{name} {body['weight']}" for name, body in conditions.items())
-        return [merged.diagnostic(("spec", "conditions"), "weights-sum", f"weights sum to {total:g}, not 1 ({listed})")]
+        return [merged.diagnostic(where, "weights-sum", f"weights sum to {total:g}, not 1 ({listed})")]
     return []
 
 
-def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterator[Diagnostic]:
+def _usable_thresholds(path: Path, body: dict[str, Any], skip: Unreadable) -> dict[str, Any] | None:
+    """A condition's thresholds for parsing its expressions: a rejected value stands in as 1 (its name is
+    known, so expressions using it are checked for everything else); None when the mapping is unreadable."""
+    where = (*path, "thresholds")
     thresholds = body.get("thresholds", {})
-    for key, value in thresholds.items():
-        if not math.isfinite(value) or abs(value) > MAX_THRESHOLD:
+    if not isinstance(thresholds, dict) or not skip.readable(where):
+        return None
+    return {key: value if skip.readable((*where, key)) else 1.0 for key, value in thresholds.items()}
+
+
+def _check_condition(merged: Merged, path: Path, body: dict[str, Any], skip: Unreadable) -> Iterator[Diagnostic]:
+    thresholds = _usable_thresholds(path, body, skip)
+    for key, value in (thresholds or {}).items():
+        if skip.readable((*path, "thresholds", key)) and (not math.isfinite(value) or abs(value) > MAX_THRESHOLD):
             yield merged.diagnostic(
                 (*path, "thresholds", key), "threshold-range", f"{value} is outside ±{MAX_THRESHOLD:g}"
             )
     used: set[str] = set()
     seen: set[str] = set()
-    parsed_all = True
-    for index, item in enumerate(body["indicators"]):
+    parsed_all = thresholds is not None and skip.intact((*path, "indicators"))
+    indicators = body.get("indicators") if skip.readable((*path, "indicators")) else None
+    for index, item in enumerate(indicators or []):
         where = (*path, "indicators", index)
-        if item["name"] in seen:
-            yield merged.diagnostic(
-                (*where, "name"), "duplicate-indicator", f"indicator '{item['name']}' is defined twice"
-            )
-        seen.add(item["name"])
+        if skip.readable((*where, "name")):
+            if item["name"] in seen:
+                yield merged.diagnostic(
+                    (*where, "name"), "duplicate-indicator", f"indicator '{item['name']}' is defined twice"
+                )
+            seen.add(item["name"])
+        if thresholds is None or not skip.readable((*where, "when")):
+            parsed_all = False
+            continue
         try:
             expr = parse(item["when"], FACTS, thresholds)
         except ExprError as error:
@@ -125,21 +217,24 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any]) -> Iterat
             parsed_all = False
             continue
         used.update(name for leaf in _leaves(expr) for name in leaf)
-    for key in thresholds if parsed_all else ():  # a broken expression may be the one using it
-        if key not in used and key not in _ENGINE_THRESHOLDS:
-            yield merged.diagnostic(
-                (*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator"
-            )
+    if thresholds is not None and parsed_all:  # a broken expression may be the one using a threshold
+        for key in thresholds:
+            if key not in used and key not in _ENGINE_THRESHOLDS:
+                yield merged.diagnostic(
+                    (*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator"
+                )
     sensitivity = body.get("sensitivity")
     levels = body.get("sensitivity_levels") or {}
-    if sensitivity is not None and sensitivity not in levels:
+    readable = skip.readable((*path, "sensitivity")) and skip.readable((*path, "sensitivity_levels"))
+    if readable and sensitivity is not None and sensitivity not in levels:
         yield merged.diagnostic(
             (*path, "sensitivity"), "unknown-sensitivity", f"no sensitivity_levels entry for '{sensitivity}'"
         )
-    for index, action in enumerate(body.get("actions", [])):
-        if action["name"] not in ACTIONS:
-            continue  # the schema reported it
-        yield from _check_action_params(merged, (*path, "actions", index), action)
+    actions = body.get("actions", []) if skip.readable((*path, "actions")) else []
+    for index, action in enumerate(actions):
+        # the schema checks parameters too: only an action it found nothing wrong with is checked again
+        if skip.clean((*path, "actions", index)) and action["name"] in ACTIONS:
+            yield from _check_action_params(merged, (*path, "actions", index), action)
 
 
 # Thresholds the engine reads while deriving facts, rather than expressions.
@@ -165,57 +260,76 @@ def _check_action_params(merged: Merged, path: Path, action: dict[str, Any]) -> 
             )
 
 
-def _check_levels(merged: Merged, levels: list[dict[str, Any]]) -> Iterator[Diagnostic]:
-    expected = 0.0
+def _level_names(levels: Any, skip: Unreadable) -> set[str] | None:
+    """The names of the level bands; None when the list or one of the names cannot be read."""
+    where = ("spec", "levels")
+    if not isinstance(levels, list) or not skip.intact(where):
+        return None
+    if not all(skip.readable((*where, index, "name")) for index in range(len(levels))):
+        return None
+    return {band["name"] for band in levels}
+
+
+def _check_levels(merged: Merged, levels: list[dict[str, Any]], skip: Unreadable) -> Iterator[Diagnostic]:
+    expected: float | None = 0.0  # where the next band must start; None after a band with unreadable bounds
     names = set()
     for index, band in enumerate(levels):
         where = ("spec", "levels", index)
-        if band["name"] in names:
-            yield merged.diagnostic((*where, "name"), "level-bands", f"level '{band['name']}' appears twice")
-        names.add(band["name"])
-        if band["min"] >= band["max"]:
+        if skip.readable((*where, "name")):
+            if band["name"] in names:
+                yield merged.diagnostic((*where, "name"), "level-bands", f"level '{band['name']}' appears twice")
+            names.add(band["name"])
+        low = band["min"] if skip.readable((*where, "min")) else None
+        high = band["max"] if skip.readable((*where, "max")) else None
+        label = band["name"] if skip.readable((*where, "name")) else f"#{index}"
+        if low is not None and high is not None and low >= high:
+            yield merged.diagnostic(where, "level-bands", f"band '{label}' is empty: min {low} >= max {high}")
+        if low is not None and expected is not None and not math.isclose(low, expected, abs_tol=1e-12):
+            problem = "overlaps the previous band" if low < expected else "leaves a gap after the previous band"
             yield merged.diagnostic(
-                where, "level-bands", f"band '{band['name']}' is empty: min {band['min']} >= max {band['max']}"
+                (*where, "min"), "level-bands", f"band '{label}' starts at {low}: {problem} (ends at {expected})"
             )
-        if not math.isclose(band["min"], expected, abs_tol=1e-12):
-            problem = "overlaps the previous band" if band["min"] < expected else "leaves a gap after the previous band"
-            yield merged.diagnostic(
-                (*where, "min"),
-                "level-bands",
-                f"band '{band['name']}' starts at {band['min']}: {problem} (ends at {expected})",
-            )
-        expected = band["max"]
-    if levels and not math.isclose(expected, 1.0):
+        expected = high
+    if levels and expected is not None and not math.isclose(expected, 1.0):
         yield merged.diagnostic(("spec", "levels"), "level-bands", f"bands end at {expected}; scores go up to 1.0")
 
 
-def _check_rules(merged: Merged, rules: list[dict[str, Any]], levels: set[str]) -> Iterator[Diagnostic]:
+def _check_rules(
+    merged: Merged, rules: list[dict[str, Any]], levels: set[str] | None, skip: Unreadable
+) -> Iterator[Diagnostic]:
     default_at = None
+    known = skip.intact(("spec", "decision", "rules"))  # whether every rule's `if` could be read
     names: set[str] = set()
     for index, rule in enumerate(rules):
         where = ("spec", "decision", "rules", index)
-        if rule["name"] in names:
-            yield merged.diagnostic(
-                (*where, "name"), "duplicate-rule", f"decision rule '{rule['name']}' is defined twice"
-            )
-        names.add(rule["name"])
+        if not skip.readable(where):
+            known = False
+            continue
+        name = rule["name"] if skip.readable((*where, "name")) else f"#{index}"
+        if skip.readable((*where, "name")):
+            if name in names:
+                yield merged.diagnostic((*where, "name"), "duplicate-rule", f"decision rule '{name}' is defined twice")
+            names.add(name)
         if default_at is not None:
             yield merged.diagnostic(
-                where,
-                "unreachable-rule",
-                f"rule '{rule['name']}' comes after '{rules[default_at]['name']}', which always matches",
+                where, "unreachable-rule", f"rule '{name}' comes after '{default_at}', which always matches"
             )
+        if "if" in rule and not skip.intact((*where, "if")):
+            known = False
+            continue
         when = rule.get("if")
         if not when:
-            default_at = index
+            if default_at is None:
+                default_at = name
             continue
-        if "level" in when and when["level"] not in levels:
+        readable_level = "level" in when and levels is not None and skip.readable((*where, "if", "level"))
+        if readable_level and when["level"] not in (levels or ()):
             yield merged.diagnostic((*where, "if", "level"), "unknown-level", f"no level band named '{when['level']}'")
         if "held_for" in when and "min_score" not in when and "level" not in when:
             yield merged.diagnostic(
                 (*where, "if", "held_for"), "held-for-alone", "held_for needs min_score or level: held what?"
             )
-    if default_at is None:
+    if default_at is None and known:
         yield merged.diagnostic(
             ("spec", "decision", "rules"),
             "no-default-rule",
@@ -223,12 +337,19 @@ def _check_rules(merged: Merged, rules: list[dict[str, Any]], levels: set[str]) 
         )
 
 
-def _check_size(merged: Merged, conditions: dict[str, Any]) -> Iterator[Diagnostic]:
+def _check_size(merged: Merged, conditions: dict[str, Any], skip: Unreadable) -> Iterator[Diagnostic]:
+    """Counts what can be read: too large already is too large, whatever the unreadable parts would add."""
     firings = terms = 0
-    for body in conditions.values():
-        for item in body["indicators"]:
+    for name, body in conditions.items():
+        path = ("spec", "conditions", name)
+        thresholds = _usable_thresholds(path, body, skip) if skip.readable(path) else None
+        if thresholds is None or not skip.readable((*path, "indicators")):
+            continue
+        for index, item in enumerate(body["indicators"]):
+            if not skip.readable((*path, "indicators", index, "when")):
+                continue
             try:
-                expr = parse(item["when"], FACTS, body.get("thresholds", {}))
+                expr = parse(item["when"], FACTS, thresholds)
             except ExprError:
                 continue
             firings += dnf_branches(expr)
@@ -243,11 +364,15 @@ def _check_size(merged: Merged, conditions: dict[str, Any]) -> Iterator[Diagnost
         )
 
 
-def check_durations(merged: Merged) -> Iterator[Diagnostic]:
+def check_durations(merged: Merged, skip: Unreadable | None = None) -> Iterator[Diagnostic]:
     """Durations the schema pattern accepted but that are zero."""
-    for name, body in merged.data["spec"]["conditions"].items():
+    skip = skip or Unreadable()
+    spec = merged.data.get("spec") if isinstance(merged.data, dict) else None
+    conditions = spec.get("conditions") if isinstance(spec, dict) else None
+    if not isinstance(conditions, dict) or not skip.readable(("spec", "conditions")):
+        return
+    for name, body in conditions.items():
         for key in ("window", "baseline_window"):
-            if key in body and parse_duration(body[key]) <= 0:
-                yield merged.diagnostic(
-                    ("spec", "conditions", name, key), "duration-invalid", f"{key} must be longer than zero"
-                )
+            where = ("spec", "conditions", name, key)
+            if skip.readable(where) and isinstance(body, dict) and key in body and parse_duration(body[key]) <= 0:
+                yield merged.diagnostic(where, "duration-invalid", f"{key} must be longer than zero")
