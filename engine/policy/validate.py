@@ -237,8 +237,8 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any], skip: Unr
             yield from _check_action_params(merged, (*path, "actions", index), action)
 
 
-# Thresholds the engine reads while deriving facts, rather than expressions.
-_ENGINE_THRESHOLDS = {"concurrent_request_limit", "significance_level", "extreme_bins"}
+# Thresholds the engine reads while deriving facts (engine/facts/), rather than expressions.
+_ENGINE_THRESHOLDS = {"concurrent_request_limit", "extreme_bins"}
 
 
 def _leaves(expr: Any) -> Iterator[tuple[str, ...]]:
