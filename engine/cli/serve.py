@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
 from ..store.sqlite import SqliteLog
 from .common import load_policy
+from .logging import log_event
 from .render import table_header, table_row, to_json_dict
 
 OK, FINDINGS, USAGE = 0, 1, 2
@@ -58,12 +58,6 @@ def add_parsers(commands: Any) -> None:
     health.set_defaults(run=run_health)
 
 
-def _log(event: dict[str, Any]) -> None:
-    """One JSON line per event on stdout; a closed or full log never fails a decision."""
-    with contextlib.suppress(OSError, ValueError):
-        print(json.dumps(event, separators=(",", ":")), flush=True)
-
-
 def run_serve(args: argparse.Namespace) -> int:
     if not args.data_dir:
         print(
@@ -73,10 +67,10 @@ def run_serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
-    guard = Guard(policy, SqliteLog.in_dir(args.data_dir), on_event=_log)
+    guard = Guard(policy, SqliteLog.in_dir(args.data_dir), on_event=log_event)
     rebuilt = guard.rebuild()
     try:
-        server, port, health = create_server(guard, args.listen, args.workers, _log)
+        server, port, health = create_server(guard, args.listen, args.workers, log_event)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
         guard.close()
@@ -84,14 +78,14 @@ def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(number: int, _frame: object) -> None:
-        _log({"event": "stopping", "signal": signal.Signals(number).name})
+        log_event({"event": "stopping", "signal": signal.Signals(number).name})
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     host = args.listen.rsplit(":", 1)[0]
-    _log(
+    log_event(
         {
             "event": "serving",
             "listen": f"{host}:{port}",
@@ -109,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
     guard.close()
-    _log({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
+    log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
     return OK
 
 
