@@ -24,10 +24,9 @@ from typing import Any
 
 import yaml
 
-from .decision import Decision
-from .evaluator import Evaluator
+from .contract import Decision, parse_snapshot, parse_time
+from .pipeline import Evaluator
 from .policy.policyset import DEFAULT_PROFILE, load_effective
-from .snapshot import parse_snapshot, parse_time
 
 _FIRST_KEYS = {"action", "not_before", "not_after", "triggered_by", "critical", "triggered", "reason_contains"}
 
@@ -52,12 +51,52 @@ def discover(paths: list[str]) -> list[Path]:
     return files
 
 
-def run_file(path: Path, policies: str) -> list[CaseResult]:
-    document = yaml.safe_load(path.read_text())
-    cases = document.get("cases") if isinstance(document, dict) else None
+class CaseFileError(Exception):
+    """A file that is not a policy test file; the message names it and says why, on one line."""
+
+
+def load_cases(path: Path) -> list[dict[str, Any]]:
+    """The cases of a policy test file, after checking it is one: a `cases:` list of mappings whose
+    `scenario` files exist. Raises CaseFileError otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CaseFileError(f"{path}: cannot read: {reason}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise CaseFileError(
+            f"{where}: not a policy test file: invalid YAML: {error.problem or error.context}"
+        ) from None
+    except yaml.YAMLError as error:
+        raise CaseFileError(f"{path}: not a policy test file: invalid YAML: {error}") from None
+    if document is None:
+        raise CaseFileError(f"{path}: not a policy test file: it is empty")
+    if not isinstance(document, dict) or "cases" not in document:
+        kind = document.get("kind") if isinstance(document, dict) else None
+        seems = f" (it is a policy document of kind {kind})" if isinstance(kind, str) else ""
+        raise CaseFileError(f"{path}: not a policy test file: it needs a top-level `cases:` list{seems}")
+    cases = document["cases"]
     if not isinstance(cases, list):
-        return [CaseResult(str(path), "(file)", ["the file needs a top-level `cases:` list"])]
-    return [run_case(path, case, policies) for case in cases]
+        raise CaseFileError(f"{path}: not a policy test file: `cases:` must be a list of cases")
+    for number, case in enumerate(cases, start=1):
+        if not isinstance(case, dict):
+            raise CaseFileError(f"{path}: case {number} must be a mapping (name, scenario, expect), found {case!r}")
+        scenario = case.get("scenario")
+        label = f"case {number} ({case['name']!r})" if "name" in case else f"case {number}"
+        if "scenario" in case and not isinstance(scenario, str):
+            raise CaseFileError(f"{path}: {label}: scenario must be a file name, found {scenario!r}")
+        if isinstance(scenario, str) and not (path.parent / scenario).is_file():
+            raise CaseFileError(f"{path}: {label}: scenario {scenario} does not exist ({path.parent / scenario})")
+    return cases
+
+
+def run_file(path: Path, policies: str) -> list[CaseResult]:
+    """Every case of the file; CaseFileError when it is not a policy test file."""
+    return [run_case(path, case, policies) for case in load_cases(path)]
 
 
 def run_case(path: Path, case: dict[str, Any], policies: str) -> CaseResult:

@@ -318,3 +318,57 @@ def test_every_policy_file_names_its_schema() -> None:
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("=", 1)[1]).resolve()
         assert target.exists(), f"{path}: {target} does not exist"
+
+
+def test_policy_test_missing_path_exits_two(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`policy test` on a path that does not exist prints one line naming it and exits 2."""
+    code, out, err = run(capsys, "policy", "test", str(tmp_path / "nope"))
+    assert code == 2
+    assert out == ""
+    assert err == f"abguard policy test: no such file or folder: {tmp_path / 'nope'}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ((ROOT / "policies" / "default.yaml").read_text(), "", "it needs a top-level `cases:` list (it is a policy"),
+        ("", "", "it is empty"),
+        ("cases: [\n", ":2", "invalid YAML: "),
+        ("- 1\n- 2\n", "", "it needs a top-level `cases:` list"),
+        ("cases: 3\n", "", "`cases:` must be a list"),
+    ],
+    ids=["policy-file", "empty", "invalid-yaml", "a-list", "cases-not-a-list"],
+)
+def test_policy_test_on_a_file_that_is_not_a_case_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, line: str, reason: str
+) -> None:
+    """`policy test` on YAML that is not a policy test file prints one line naming it and why, and exits 1."""
+    file = tmp_path / "not-cases.yaml"
+    file.write_text(text)
+    code, out, err = run(capsys, "policy", "test", str(file), "--policies", str(ROOT / "policies"))
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"{file}{line}: not a policy test file: {reason}"), err
+
+
+def test_policy_test_names_a_missing_scenario(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A case whose scenario file does not exist is reported on one line with the case file and the path sought."""
+    file = tmp_path / "cases.yaml"
+    file.write_text("cases:\n  - name: gone\n    scenario: nope.jsonl\n    expect: {never: [rollback]}\n")
+    code, out, err = run(capsys, "policy", "test", str(file), "--policies", str(ROOT / "policies"))
+    assert code == 1
+    assert out == ""
+    assert err == f"{file}: case 1 ('gone'): scenario nope.jsonl does not exist ({tmp_path / 'nope.jsonl'})\n"
+
+
+def test_policy_test_runs_the_good_files_beside_a_bad_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A file that is not a case file does not stop the others: their cases run, and the exit is 1."""
+    (tmp_path / "bad.yaml").write_text("")
+    good = tmp_path / "good.yaml"
+    scenario = ROOT / "scenarios" / "healthy.jsonl"
+    good.write_text(f"cases:\n  - name: healthy\n    scenario: {scenario}\n    expect: {{never: [rollback]}}\n")
+    code, out, err = run(capsys, "policy", "test", str(tmp_path), "--policies", str(ROOT / "policies"))
+    assert code == 1
+    assert err == f"{tmp_path / 'bad.yaml'}: not a policy test file: it is empty\n"
+    assert out.splitlines()[-1] == "1 passed, 0 failed, 1 file not run"

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import demo, policy, replay, serve
+from .common import UsageError
 
 USAGE = 2
 
@@ -18,14 +19,29 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_parser(commands)
     serve.add_parsers(commands)
     demo.add_parser(commands)
+    _remember_parsers(parser)
     return parser
 
 
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each parser stores itself as `cli_parser`: the deepest one reached is the verb's, which reports its errors."""
+    parser.set_defaults(cli_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_parsers(sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    verb: argparse.ArgumentParser = args.cli_parser
+    if unknown:
+        verb.error(f"unrecognized arguments: {' '.join(unknown)}")  # the verb's usage line, exit 2
     try:
         return int(args.run(args))
+    except UsageError as error:
+        print(f"{verb.prog}: {error}", file=sys.stderr)
+        return USAGE
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from ..policy.documents import read_revision
 from ..policy.policyset import DEFAULT_PROFILE, effective, load_set, validate_set
 from ..rules.durable_adapter import dumps
 from ..rules.registry import register
+from .common import UsageError, require_policies
 
 OK, FINDINGS, USAGE = 0, 1, 2
 DEFAULT_PATH = "policies"
@@ -100,6 +101,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _effective(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    require_policies(args.policies)
     found = load_set([args.policies])
     profile = None if args.profile in (None, "none") else args.profile
     policy, data, problems = effective(found, profile, args.env)
@@ -172,18 +174,29 @@ def _cell(value: Any) -> str:
 
 
 def run_test(args: argparse.Namespace) -> int:
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    require_policies(args.policies)
     files = policytest.discover(args.paths)
     if not files:
-        print(f"no policy test files under {', '.join(args.paths)}", file=sys.stderr)
-        return USAGE
-    results = [result for file in files for result in policytest.run_file(file, args.policies)]
+        raise UsageError(f"no policy test files under {', '.join(args.paths)}")
+    results, broken = [], 0
+    for file in files:
+        try:
+            results += policytest.run_file(file, args.policies)
+        except policytest.CaseFileError as error:  # one line each; the other files still run
+            print(error, file=sys.stderr)
+            broken += 1
     for result in results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.file}: {result.name} ({result.decisions} decisions)")
         for failure in result.failures:
             print(f"      {failure}")
     failed = sum(not r.passed for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return FINDINGS if failed else OK
+    if results:
+        not_run = f", {broken} file{'s' if broken != 1 else ''} not run" if broken else ""
+        print(f"{len(results) - failed} passed, {failed} failed{not_run}")
+    return FINDINGS if failed or broken else OK
 
 
 def run_facts(args: argparse.Namespace) -> int:
