@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTO  := protos/engine/api/v1/risk.proto
 GEN    := engine/api/v1/risk_pb2.py engine/api/v1/risk_pb2.pyi engine/api/v1/risk_pb2_grpc.py
+# The one protoc command line: $(call protoc,DIR) writes the $(GEN) files under DIR.
+protoc = $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO)
 
 .PHONY: install proto test lint check schema serve demo bench clean
 
@@ -18,10 +20,10 @@ $(STAMP): pyproject.toml
 
 # Generated gRPC code: one command, from protos/, into engine/api/v1 (not committed).
 $(GEN) &: $(PROTO) $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	$(call protoc,.)
 
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	$(call protoc,.)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -35,8 +37,7 @@ lint: install
 check: install
 	$(BIN)/abguard policy schema --check policies/schema
 	$(BIN)/abguard policy validate policies
-	@tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
-		--grpc_python_out=$$tmp $(PROTO) && for f in $(GEN); do cmp -s $$tmp/$$f $$f || \
+	@tmp=$$(mktemp -d) && $(call protoc,$$tmp) && for f in $(GEN); do cmp -s $$tmp/$$f $$f || \
 		{ echo "$$f is out of date: run make proto"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
 
 schema: install
