@@ -22,6 +22,7 @@ from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
 from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
+from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
 from .common import load_policy
 from .logging import log_event
@@ -67,13 +68,23 @@ def run_serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
-    guard = Guard(policy, SqliteLog.in_dir(args.data_dir), on_event=log_event)
-    rebuilt = guard.rebuild()
+    try:
+        log = SqliteLog.in_dir(args.data_dir)
+    except LogOpenError as error:
+        print(f"abguard serve: {error}", file=sys.stderr)
+        return USAGE
+    guard = Guard(policy, log, on_event=log_event)
+    try:
+        rebuilt = guard.rebuild()
+    except LogError as error:
+        print(f"abguard serve: {error} ({log.path}): move it aside to start a new log, or restore it", file=sys.stderr)
+        _close(guard)
+        return USAGE
     try:
         server, port, health = create_server(guard, args.listen, args.workers, log_event)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
-        guard.close()
+        _close(guard)
         return USAGE
     stop = threading.Event()
 
@@ -102,9 +113,17 @@ def run_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
-    guard.close()
+    _close(guard)
     log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
     return OK
+
+
+def _close(guard: Guard) -> None:
+    """Close the guard and its log; a failed checkpoint is logged, never raised (the -wal file keeps the data)."""
+    try:
+        guard.close()
+    except LogError as error:
+        log_event({"event": "checkpoint_failed", "why": str(error)})
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

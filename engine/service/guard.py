@@ -16,7 +16,7 @@ from typing import Any
 from ..contract import Decision, Snapshot, parse_snapshot, parse_time
 from ..pipeline import Engine, TestState, step
 from ..policy.model import Policy
-from ..store import DecisionLog, Record
+from ..store import BadRecord, DecisionLog, Record
 from .evidence import rollback_evidence
 from .rebuild import rebuild_test
 from .watchers import Watcher, Watchers
@@ -53,6 +53,7 @@ class Guard:
         self.policy = policy
         self.engine = Engine.of(policy)
         self.log = log
+        log.on_bad_record = self._unreadable  # rows the log cannot decode are reported as events
         self.clock = clock
         self.on_event = on_event
         self.states: dict[str, TestState] = {}
@@ -147,12 +148,18 @@ class Guard:
                 replayed += rebuilt.replayed
         return replayed
 
-    def _skipped(self, test_id: str) -> Callable[[str], None]:
-        def report(why: str) -> None:
+    def _skipped(self, test_id: str) -> Callable[[int, str], None]:
+        def report(seq: int, why: str) -> None:
             if self.on_event is not None:
-                self.on_event({"event": "rebuild_skipped_record", "test_id": test_id, "why": why})
+                self.on_event({"event": "rebuild_skipped_record", "seq": seq, "test_id": test_id, "why": why})
 
         return report
+
+    def _unreadable(self, record: BadRecord) -> None:
+        if self.on_event is not None:
+            self.on_event(
+                {"event": "unreadable_record", "seq": record.seq, "test_id": record.test_id, "why": record.why}
+            )
 
     def _lock(self, test_id: str) -> threading.Lock:
         with self._locks_lock:

@@ -29,8 +29,9 @@ def horizon(engine: Engine) -> float:
 
 
 def rebuild_test(
-    engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[str], None] | None = None
+    engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[int, str], None] | None = None
 ) -> Rebuilt:
+    """The test's state from its logged snapshots; `on_skip(seq, why)` hears of each record left out."""
     last = log.last(test_id)
     restart = log.last_restart(test_id)
     if last is None or (restart is not None and restart.after_seq >= last.seq):
@@ -47,10 +48,10 @@ def rebuild_test(
             _, out.state = step(engine, out.state, parse_snapshot(record.snapshot))
             out.replayed += 1
         except Exception as error:  # a malformed row is reported and left out; the rest still counts
-            why = f"seq {record.seq}: {type(error).__name__}: {str(error)[:200]}"
-            out.skipped.append(why)
+            why = f"{type(error).__name__}: {str(error)[:200]}"
+            out.skipped.append(f"seq {record.seq}: {why}")
             if on_skip is not None:
-                on_skip(why)
+                on_skip(record.seq, why)
     if out.state is not None:
         out.state = replace(out.state, history=history)
     return out

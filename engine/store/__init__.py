@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,8 +27,35 @@ class Restart:
     after_seq: int  # decisions up to this seq belong to the previous run of the test
 
 
+@dataclass(frozen=True)
+class BadRecord:
+    """A stored row that cannot be read back as a Record: left out of every read, reported once."""
+
+    seq: int
+    test_id: str
+    why: str
+
+
+class LogError(RuntimeError):
+    """The decision log cannot be used right now (disk full, read-only, I/O error): a retry may work."""
+
+
+class LogWriteError(LogError):
+    """The decision log cannot be written: nothing of the failed write was kept."""
+
+
+class LogOpenError(LogError):
+    """The decision log cannot be opened; the message names the path and the fix."""
+
+
 class DecisionLog(Protocol):
-    """Append-only decision log. Implementations must be safe to call from several threads."""
+    """Append-only decision log. Implementations must be safe to call from several threads.
+
+    Failures of the storage raise LogError (LogWriteError for writes). Reads that return
+    records leave out rows that cannot be decoded and report each once to `on_bad_record`.
+    """
+
+    on_bad_record: Callable[[BadRecord], None] | None
 
     def append(
         self,
@@ -62,4 +90,10 @@ class DecisionLog(Protocol):
 
     def evidence(self, test_id: str) -> list[dict[str, Any]]: ...
 
-    def close(self) -> None: ...
+    def probe(self) -> None:
+        """A write of a decision's size that leaves nothing behind; LogWriteError while writes fail."""
+        ...
+
+    def close(self) -> None:
+        """Release the log; LogWriteError if its last flush failed (it is closed all the same)."""
+        ...

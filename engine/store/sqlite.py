@@ -1,15 +1,26 @@
-"""The embedded decision log: SQLite in the data directory, WAL mode, one writer lock."""
+"""The embedded decision log: SQLite in the data directory, WAL mode, one writer lock.
+
+SQLite's failures become the store's: LogOpenError (with the path and the fix) when the
+log cannot be opened, LogWriteError when it cannot be written (disk full, read-only),
+LogError when it cannot be read. Rows are decoded one by one: a row that is not a record
+(its JSON broken or short of fields) is left out of every read and reported once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sqlite3
+import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from . import Record, Restart
+from ..contract import Decision
+from . import BadRecord, LogError, LogOpenError, LogWriteError, Record, Restart
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -48,23 +59,53 @@ _INSERT_DECISION = (
 )
 
 
+_COLUMNS = "seq, test_id, event_time, received_at, snapshot, decision"
+DECISION_FIELDS = frozenset(f.name for f in dataclasses.fields(Decision))
+PROBE_BYTES = 8192  # a probe writes more than a logged decision takes (about 3 KB), then removes it
+EXCERPT = 60  # characters of a bad column quoted in a report
+
+
+class _Undecodable(ValueError):
+    """A row that is not a record; the message says why."""
+
+
 class SqliteLog:
     """DecisionLog on one SQLite file; `path` ':memory:' for a throwaway log."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, on_bad_record: Callable[[BadRecord], None] | None = None) -> None:
         self.path = str(path)
+        self.on_bad_record = on_bad_record
+        self._reported: set[int] = set()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-        self._db.executescript(SCHEMA)
+        self._closed = False
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as error:
+            raise LogOpenError(_open_problem(self.path, error)) from error
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as error:
+            self._db.close()
+            raise LogOpenError(_open_problem(self.path, error)) from error
 
     @classmethod
-    def in_dir(cls, data_dir: str | Path) -> SqliteLog:
+    def in_dir(cls, data_dir: str | Path, on_bad_record: Callable[[BadRecord], None] | None = None) -> SqliteLog:
         folder = Path(data_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder / "decisions.sqlite3")
+        if folder.exists() and not folder.is_dir():
+            raise LogOpenError(f"the data folder {folder} is a file, not a folder: remove it or choose another folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file" if blocker is not None else error.strerror
+            raise LogOpenError(
+                f"cannot create the data folder {folder}: {why}: choose a folder this user can create and write"
+            ) from error
+        return cls(folder / "decisions.sqlite3", on_bad_record)
 
+    # --- writing ----------------------------------------------------------------------------
     def append(
         self,
         snapshot: dict[str, Any],
@@ -86,92 +127,214 @@ class SqliteLog:
             orjson.dumps(snapshot).decode(),
             orjson.dumps(decision).decode(),
         )
-        with self._lock:
+        with self._writing() as db:
             if evidence is None:  # one statement is one transaction in autocommit mode
-                seq = int(self._db.execute(_INSERT_DECISION, row).lastrowid or 0)
+                seq = int(db.execute(_INSERT_DECISION, row).lastrowid or 0)
             else:
-                self._db.execute("BEGIN")
-                try:
-                    seq = int(self._db.execute(_INSERT_DECISION, row).lastrowid or 0)
-                    self._db.execute(
+                with _transaction(db):
+                    seq = int(db.execute(_INSERT_DECISION, row).lastrowid or 0)
+                    db.execute(
                         "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (?,?,?)",
                         (seq, decision["test_id"], orjson.dumps(evidence).decode()),
                     )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
         return Record(seq, decision["test_id"], event_time, received_at, snapshot, decision)
 
-    def find(self, test_id: str, event_time: float) -> Record | None:
-        rows = self._query(
-            "SELECT * FROM decisions WHERE test_id = ? AND event_time = ? ORDER BY seq DESC LIMIT 1",
-            (test_id, event_time),
-        )
-        return rows[0] if rows else None
-
-    def last(self, test_id: str) -> Record | None:
-        rows = self._query("SELECT * FROM decisions WHERE test_id = ? ORDER BY seq DESC LIMIT 1", (test_id,))
-        return rows[0] if rows else None
-
-    def page(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
-        bound = before_seq if before_seq is not None else 2**62
-        return self._query(
-            "SELECT * FROM decisions WHERE test_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?", (test_id, bound, limit)
-        )
-
-    def count(self, test_id: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM decisions WHERE test_id = ?", (test_id,)).fetchone()
-        return int(row[0])
-
-    def since_restart(self, test_id: str, from_time: float) -> list[Record]:
-        return self._query(
-            "SELECT * FROM decisions WHERE test_id = ? AND seq > ? AND event_time >= ? ORDER BY seq",
-            (test_id, self._floor(test_id), from_time),
-        )
-
-    def tests(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT test_id FROM decisions ORDER BY test_id").fetchall()
-        return [row[0] for row in rows]
-
     def restart(self, test_id: str, reason: str, at: float) -> Restart:
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
+        with self._writing() as db:
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
             after = int(row[0])
-            self._db.execute(
+            db.execute(
                 "INSERT INTO restarts (test_id, at, reason, after_seq) VALUES (?,?,?,?)", (test_id, at, reason, after)
             )
         return Restart(test_id, at, reason, after)
 
-    def last_restart(self, test_id: str) -> Restart | None:
+    def probe(self) -> None:
+        """Commit a row larger than a decision and its removal: on a full disk only a commit fails
+        (a rolled-back transaction never leaves the page cache), so the probe commits."""
+        with self._writing() as db, _transaction(db, "BEGIN IMMEDIATE"):
+            cursor = db.execute(
+                "INSERT INTO restarts (test_id, at, reason, after_seq) VALUES ('', 0, zeroblob(?), 0)", (PROBE_BYTES,)
+            )
+            db.execute("DELETE FROM restarts WHERE rowid = ?", (cursor.lastrowid,))
+
+    def close(self) -> None:
         with self._lock:
-            row = self._db.execute(
+            if self._closed:
+                return
+            self._closed = True
+            problem = None
+            try:
+                row = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if row and row[0]:
+                    problem = "the log was busy"
+            except (sqlite3.DatabaseError, OSError) as error:
+                problem = str(error)
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+        if problem is not None:
+            raise LogWriteError(
+                f"the checkpoint of {self.path} failed: {problem}; its -wal file keeps every decision"
+                " and SQLite replays it on the next start"
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+    def find(self, test_id: str, event_time: float) -> Record | None:
+        rows = self._records("WHERE test_id = ? AND event_time = ? ORDER BY seq DESC", (test_id, event_time), limit=1)
+        return rows[0] if rows else None
+
+    def last(self, test_id: str) -> Record | None:
+        rows = self._records("WHERE test_id = ? ORDER BY seq DESC", (test_id,), limit=1)
+        return rows[0] if rows else None
+
+    def page(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
+        bound = before_seq if before_seq is not None else 2**62
+        return self._records("WHERE test_id = ? AND seq < ? ORDER BY seq DESC", (test_id, bound), limit=limit)
+
+    def count(self, test_id: str) -> int:
+        with self._reading() as db:
+            row = db.execute("SELECT COUNT(*) FROM decisions WHERE test_id = ?", (test_id,)).fetchone()
+        return int(row[0])
+
+    def since_restart(self, test_id: str, from_time: float) -> list[Record]:
+        return self._records(
+            "WHERE test_id = ? AND seq > ? AND event_time >= ? ORDER BY seq", (test_id, self._floor(test_id), from_time)
+        )
+
+    def tests(self) -> list[str]:
+        with self._reading() as db:
+            rows = db.execute("SELECT DISTINCT test_id FROM decisions ORDER BY test_id").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def last_restart(self, test_id: str) -> Restart | None:
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT test_id, at, reason, after_seq FROM restarts WHERE test_id = ? ORDER BY rowid DESC LIMIT 1",
                 (test_id,),
             ).fetchone()
         return Restart(row[0], row[1], row[2], row[3]) if row else None
 
     def evidence(self, test_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT evidence FROM rollback_evidence WHERE test_id = ? ORDER BY seq", (test_id,)
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT seq, evidence FROM rollback_evidence WHERE test_id = ? ORDER BY seq", (test_id,)
             ).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+        out, bad = [], []
+        for seq, text in rows:
+            try:
+                out.append(_json_object(text, "evidence"))
+            except _Undecodable as error:
+                bad.append(BadRecord(int(seq), test_id, str(error)))
+        self._report(bad)
+        return out
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
-
+    # --- helpers ----------------------------------------------------------------------------
     def _floor(self, test_id: str) -> int:
         restart = self.last_restart(test_id)
         return restart.after_seq if restart else 0
 
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[Record]:
+    def _records(self, where: str, args: tuple[Any, ...], limit: int | None = None) -> list[Record]:
+        """Decoded records in the query's order, `limit` at most; undecodable rows are left out and reported."""
+        out: list[Record] = []
+        bad: list[BadRecord] = []
+        with self._reading() as db:
+            cursor = db.execute(f"SELECT {_COLUMNS} FROM decisions {where}", args)  # `where` is our own text
+            try:
+                for row in cursor:  # row by row: a bad row costs itself, not the query
+                    try:
+                        out.append(_decode(row))
+                    except _Undecodable as error:
+                        bad.append(BadRecord(int(row[0]), str(row[1]), str(error)))
+                        continue
+                    if limit is not None and len(out) >= limit:
+                        break
+            finally:
+                cursor.close()  # ends the read, so a checkpoint is not held up by it
+        self._report(bad)
+        return out
+
+    def _report(self, bad: list[BadRecord]) -> None:
+        for record in bad:
+            if record.seq in self._reported:
+                continue
+            self._reported.add(record.seq)
+            if self.on_bad_record is not None:
+                self.on_bad_record(record)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            rows = self._db.execute(
-                sql.replace("SELECT *", "SELECT seq, test_id, event_time, received_at, snapshot, decision"), args
-            ).fetchall()
-        return [Record(r[0], r[1], r[2], r[3], orjson.loads(r[4]), orjson.loads(r[5])) for r in rows]
+            try:
+                yield self._db
+            except sqlite3.IntegrityError:  # a bug of ours, not a fault of the disk
+                raise
+            except (sqlite3.DatabaseError, OSError) as error:
+                raise LogWriteError(f"the decision log cannot be written: {error}") from error
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except (sqlite3.DatabaseError, OSError) as error:
+                raise LogError(f"the decision log cannot be read: {error}") from error
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _decode(row: tuple[Any, ...]) -> Record:
+    seq, test_id, event_time, received_at, snapshot_text, decision_text = row
+    if not isinstance(event_time, (int, float)) or not isinstance(received_at, (int, float)):
+        raise _Undecodable(
+            f"event_time {event_time!r:.{EXCERPT}} or received_at {received_at!r:.{EXCERPT}} is not a number"
+        )
+    snapshot = _json_object(snapshot_text, "snapshot")
+    decision = _json_object(decision_text, "decision")
+    missing = DECISION_FIELDS - decision.keys()
+    if missing:
+        raise _Undecodable(f"the decision lacks {', '.join(sorted(missing))}")
+    return Record(int(seq), str(test_id), float(event_time), float(received_at), snapshot, decision)
+
+
+def _json_object(text: Any, column: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError) as error:
+        raise _Undecodable(f"the {column} column is not JSON ({error}): {str(text)[:EXCERPT]!r}") from None
+    if not isinstance(value, dict):
+        raise _Undecodable(f"the {column} column is not a JSON object: {str(text)[:EXCERPT]!r}")
+    return value
+
+
+def _open_problem(path: str, error: sqlite3.Error) -> str:
+    """One line: what is wrong with the log's file at `path`, and what to do about it."""
+    name = getattr(error, "sqlite_errorname", "")
+    where = Path(path)
+    if where.is_dir():
+        return f"{path} is a folder, not the decision log's SQLite file: move it aside"
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return f"{path} is not a readable SQLite database ({error}): move it aside to start a new log, or restore it"
+    if name.startswith("SQLITE_FULL"):
+        return f"cannot write {path} ({error}): free space on its disk"
+    if name.startswith("SQLITE_READONLY"):
+        return f"cannot write {path} ({error}): make the file and its folder writable for this user"
+    if name.startswith("SQLITE_CANTOPEN"):
+        folder = where.parent
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as cannot:
+            return f"cannot create files in {folder} ({cannot.strerror}): choose a folder this user can write"
+        return f"cannot open {path} ({error}): check that it is a file this user can read and write"
+    return f"cannot open {path} ({error}): move it aside to start a new log, or restore it"
