@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from ..contract import InputError, OutOfOrderError, excerpt
 from ..service import Guard, UnknownTestError, Watcher
+from ..store import LogError
 from .convert import enum_number, enum_word, fill, to_dict
 from .v1 import risk_pb2 as pb
 
@@ -68,6 +69,8 @@ def _status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | Non
         return code_pb2.NOT_FOUND, str(error), [("test_id", str(error))]
     if isinstance(error, TooManyWatchersError):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
+    if isinstance(error, LogError):  # disk full, read-only, I/O error: retryable, health says NOT_SERVING
+        return code_pb2.UNAVAILABLE, str(error), []
     return None
 
 
@@ -78,7 +81,8 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
     def call(self: RiskServicer, request: Any, context: grpc.ServicerContext) -> Reply:
         try:
             if isinstance(request, Undecodable):
-                raise InputError("request", f"not a {method.__name__} request: {excerpt(str(request.error))}")
+                article = "an" if method.__name__[0] in "AEIOU" else "a"
+                raise InputError("request", f"not {article} {method.__name__} request: {excerpt(str(request.error))}")
             return method(self, request, context)
         except Exception as error:
             self._fail(context, method.__name__, error)
@@ -253,6 +257,11 @@ def create_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    for name in ("", SERVICE.full_name):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def follow(serving: bool) -> None:  # health follows the guard: NOT_SERVING while the log cannot be written
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE.full_name):
+            health_servicer.set(name, status)
+
+    guard.on_serving(follow)
     return server, port, health_servicer

@@ -76,15 +76,16 @@ def run_serve(args: argparse.Namespace) -> int:
     guard = Guard(policy, log, on_event=log_event)
     try:
         rebuilt = guard.rebuild()
+        guard.check_log()  # a log that cannot be written: NOT_SERVING from the start, probed until it can
     except LogError as error:
         print(f"abguard serve: {error} ({log.path}): move it aside to start a new log, or restore it", file=sys.stderr)
-        _close(guard)
+        guard.close()  # a failed checkpoint is logged, not raised
         return USAGE
     try:
         server, port, health = create_server(guard, args.listen, args.workers, log_event)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
-        _close(guard)
+        guard.close()  # a failed checkpoint is logged, not raised
         return USAGE
     stop = threading.Event()
 
@@ -113,17 +114,9 @@ def run_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
-    _close(guard)
+    guard.close()  # a failed checkpoint is logged, not raised
     log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
     return OK
-
-
-def _close(guard: Guard) -> None:
-    """Close the guard and its log; a failed checkpoint is logged, never raised (the -wal file keeps the data)."""
-    try:
-        guard.close()
-    except LogError as error:
-        log_event({"event": "checkpoint_failed", "why": str(error)})
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -3,6 +3,10 @@
 Transport-free (the gRPC servicer is a thin layer over this). Calls for different tests run
 in parallel; calls for one test are serialised by that test's lock. A decision's next state
 is kept only after the log has accepted the decision, so memory never runs ahead of the log.
+
+The guard says whether it is serving (listeners hear each change: the gRPC health status).
+It is not while the log cannot be written: the failed write raises LogWriteError (answered
+UNAVAILABLE), and a probe every `probe_seconds` tells when writes work again.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 from ..contract import Decision, Snapshot, parse_snapshot, parse_time
 from ..pipeline import Engine, TestState, step
 from ..policy.model import Policy
-from ..store import BadRecord, DecisionLog, Record
+from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record
 from .evidence import rollback_evidence
 from .rebuild import rebuild_test
 from .watchers import Watcher, Watchers
@@ -49,6 +53,7 @@ class Guard:
         log: DecisionLog,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        probe_seconds: float = 1.0,
     ) -> None:
         self.policy = policy
         self.engine = Engine.of(policy)
@@ -60,6 +65,15 @@ class Guard:
         self.watchers = Watchers()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self.probe_seconds = probe_seconds
+        self._health = threading.Lock()  # guards the fields below and the order of notifications
+        self._write_fault: str | None = None  # why the log cannot be written, while it cannot
+        self._faults = 0  # write failures so far: a probe only clears the fault it started under
+        self._fault_since = 0.0
+        self._prober: threading.Thread | None = None
+        self._listeners: list[Callable[[bool], None]] = []
+        self._told: bool | None = None
+        self._closing = threading.Event()
 
     # --- evaluating -------------------------------------------------------------------------
     def evaluate(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +88,7 @@ class Guard:
             decision, next_state = step(self.engine, state, snapshot)
             body = decision.to_dict()
             evidence = self._evidence(decision, snapshot, raw, received) if _rolled_back_now(decision) else None
-            self.log.append(raw, body, snapshot.timestamp, received, evidence)
+            self._write(lambda: self.log.append(raw, body, snapshot.timestamp, received, evidence))
             self.states[snapshot.test_id] = next_state  # only now: the log has it
             self.watchers.publish(body)  # under the test's lock: watchers see a test's decisions in order
         return body
@@ -116,7 +130,7 @@ class Guard:
             if self.log.last(test_id) is None:
                 raise UnknownTestError(test_id)
             at = self.clock()
-            self.log.restart(test_id, reason, at)
+            self._write(lambda: self.log.restart(test_id, reason, at))
             self.states.pop(test_id, None)
         return at
 
@@ -131,8 +145,91 @@ class Guard:
         self.watchers.end_all()
 
     def close(self) -> None:
+        """Stop probing, end watch streams, close the log; a failed checkpoint is reported, not raised."""
+        self._closing.set()
+        prober = self._prober
+        if prober is not None:
+            prober.join(self.probe_seconds + 5)
         self.end_watches()
-        self.log.close()
+        try:
+            self.log.close()
+        except LogError as error:  # the log's -wal file still holds every decision
+            self._event({"event": "checkpoint_failed", "why": str(error)})
+
+    # --- health -----------------------------------------------------------------------------
+    @property
+    def serving(self) -> bool:
+        """Whether calls can be answered now: the log can be written."""
+        return self._write_fault is None
+
+    def on_serving(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(serving)` now and on every change (the gRPC health status follows it)."""
+        with self._health:
+            self._listeners.append(listener)
+            listener(self.serving)
+
+    def check_log(self) -> bool:
+        """Try a write now; if it fails the guard stops serving until a probe succeeds."""
+        try:
+            self._write(self.log.probe)
+        except LogWriteError:
+            return False
+        return True
+
+    def _write(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except LogWriteError as error:
+            self._write_failed(error)
+            raise
+
+    def _write_failed(self, error: LogWriteError) -> None:
+        with self._health:
+            self._faults += 1
+            if self._write_fault is None:
+                self._fault_since = time.monotonic()
+                self._event({"event": "log_unwritable", "why": str(error)})
+            self._write_fault = str(error)
+            if self._prober is None and not self._closing.is_set():
+                self._prober = threading.Thread(target=self._probe, name="abguard-log-probe", daemon=True)
+                self._prober.start()
+            self._tell()
+
+    def _probe(self) -> None:
+        """Every probe_seconds, a write that leaves nothing behind; serving again once one works."""
+        while not self._closing.wait(self.probe_seconds):
+            faults = self._faults
+            try:
+                self.log.probe()
+            except LogError as error:
+                with self._health:
+                    self._write_fault = str(error)  # the latest reason
+                continue
+            except Exception as error:  # a bug of ours: keep probing, say so
+                self._event({"event": "internal_error", "method": "probe", "error": repr(error)[:1000]})
+                continue
+            with self._health:
+                if faults != self._faults:  # a write failed while this probe ran: probe again
+                    continue
+                self._write_fault = None
+                self._prober = None
+                self._event({"event": "log_writable", "after_seconds": round(time.monotonic() - self._fault_since, 3)})
+                self._tell()
+                return
+        with self._health:
+            self._prober = None
+
+    def _tell(self) -> None:
+        """Tell listeners the serving state if it changed (called under the health lock)."""
+        serving = self.serving
+        if serving != self._told:
+            self._told = serving
+            for listener in self._listeners:
+                listener(serving)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
     # --- restoring --------------------------------------------------------------------------
     def rebuild(self) -> int:
