@@ -64,6 +64,27 @@ def test_a_corrupt_database_file_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "not a readable SQLite database" in line and "move it aside" in line
 
 
+def test_a_database_corrupt_past_its_first_page_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    """A log whose header is fine but whose tables are garbage: the port opens, the rebuild finds
+    the damage, and serve exits 2 with one line naming the file and the fix."""
+    data = tmp_path / "data"
+    guard = Guard(POLICY, SqliteLog.in_dir(data))
+    for step in range(10):
+        guard.evaluate(snapshot(step=step))
+    guard.close()
+    with (data / "decisions.sqlite3").open("r+b") as file:
+        size = file.seek(0, 2)
+        file.seek(4096)  # page 1 (the header and the schema) stays readable
+        file.write(b"\xde\xad" * ((size - 4096) // 2))
+    done = serve_exit(data)
+    assert done.returncode == 2, done.stderr
+    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["serving", "rebuild_failed", "stopped"]
+    assert done.stderr.splitlines() == [
+        f"abguard serve: cannot rebuild the state from {data / 'decisions.sqlite3'}: the decision log cannot be read:"
+        " database disk image is malformed: move it aside to start a new log, or restore it"
+    ]
+
+
 def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     """--data-dir naming a regular file: one line saying so, exit 2."""
     target = tmp_path / "plain-file"

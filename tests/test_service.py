@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from engine.store.sqlite import SqliteLog
 from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVING = health_pb2.HealthCheckResponse.SERVING
 POLICY = load_effective([str(ROOT / "policies")])
 
 
@@ -314,8 +316,10 @@ def test_restart_keeps_decisions_status_and_windows(tmp_path: Path) -> None:
         second.stop()
 
 
-def start_serve(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """`abguard serve` as a real process on a free port; its first log line says where."""
+def start_serve(data_dir: Path, ready: bool = True) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """`abguard serve` as a real process on a free port; its first log line says where.
+
+    With `ready`, return once health says SERVING (the state is rebuilt after the port opens)."""
     abguard = str(Path(sys.executable).parent / "abguard")
     command = [
         abguard,
@@ -331,7 +335,15 @@ def start_serve(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
     assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())
+    started = json.loads(process.stdout.readline())
+    if ready and started.get("event") == "serving":
+        with grpc.insecure_channel(started["listen"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING:
+                assert time.monotonic() < deadline, "abguard serve did not become ready"
+                time.sleep(0.02)
+    return process, started
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
@@ -517,3 +529,107 @@ def test_evaluate_client_reports_bad_lines_in_contract_words(
     assert errors[1].startswith("line 3: extra: unknown field")
     assert errors[2] == "line 4: INVALID_ARGUMENT: snapshot.challenger.requests: must be >= 0, got -5"
     assert errors[3] == "3 lines rejected"
+
+
+REBUILDING = "rebuilding state from the decision log; retry"
+
+
+def test_calls_during_the_rebuild_are_unavailable_and_health_not_serving(tmp_path: Path) -> None:
+    """While the state is rebuilt from the log, health says NOT_SERVING and Evaluate, GetTest,
+    ListDecisions and RestartTest answer UNAVAILABLE; once it is done, SERVING and the calls work."""
+    first = Service(tmp_path / "data")
+    for step in range(5):
+        first.evaluate(snapshot(step=step))
+    first.stop()
+
+    gate = threading.Event()
+
+    class SlowLog(SqliteLog):
+        def since_restart(self, test_id: str, from_time: float) -> list[Any]:
+            gate.wait(10)  # the rebuild reads here: hold it until the test has looked
+            return super().since_restart(test_id, from_time)
+
+    guard = Guard(POLICY, SlowLog(tmp_path / "data" / "decisions.sqlite3"), rebuild_first=True)
+    server, port, _ = create_server(guard, "127.0.0.1:0", 4)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub, health = rpc.RiskServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+    rebuilder = threading.Thread(target=guard.rebuild)
+    request = pb.EvaluateRequest(snapshot=json_format.ParseDict(snapshot(step=5), pb.Snapshot()))
+    try:
+        for started in (False, True):
+            if started:
+                rebuilder.start()
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING
+            for call in (
+                lambda: stub.Evaluate(request, timeout=5),
+                lambda: stub.GetTest(pb.GetTestRequest(test_id="t1"), timeout=5),
+                lambda: stub.ListDecisions(pb.ListDecisionsRequest(test_id="t1"), timeout=5),
+                lambda: stub.RestartTest(pb.RestartTestRequest(test_id="t1", reason="x"), timeout=5),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert refused.value.details() == REBUILDING
+        gate.set()
+        rebuilder.join(10)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+        uninterrupted = Evaluator(POLICY)
+        for step in range(5):
+            uninterrupted.evaluate(parse_snapshot(snapshot(step=step)))
+        want = uninterrupted.evaluate(parse_snapshot(snapshot(step=5))).to_dict()
+        assert to_dict(stub.Evaluate(request, timeout=5).decision) == json.loads(json.dumps(want))
+    finally:
+        gate.set()
+        channel.close()
+        server.stop(2).wait()
+        guard.close()
+
+
+def log_of_many_tests(data_dir: Path, tests: int) -> int:
+    """A log of `tests` copies of the sustained_medium_risk scenario (real decisions); its row count."""
+    seed = Guard(POLICY, SqliteLog.in_dir(data_dir))
+    for row in scenario("sustained_medium_risk"):
+        seed.evaluate({**row, "test_id": "seed"})
+    seed.close()
+    db = sqlite3.connect(data_dir / "decisions.sqlite3")
+    with db:
+        for n in range(1, tests):
+            test_id = f"copy-{n}"
+            db.execute(
+                "INSERT INTO decisions (decision_id, test_id, event_time, received_at, action, policy_name,"
+                " policy_version, policy_digest, snapshot, decision) SELECT decision_id || ?, ?, event_time,"
+                " received_at, action, policy_name, policy_version, policy_digest,"
+                ' replace(snapshot, \'"test_id":"seed"\', ?), replace(decision, \'"test_id":"seed"\', ?)'
+                " FROM decisions WHERE test_id = 'seed'",
+                (test_id, test_id, f'"test_id":"{test_id}"', f'"test_id":"{test_id}"'),
+            )
+    rows = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+    db.close()
+    return rows
+
+
+def test_serve_listens_before_it_rebuilds(tmp_path: Path) -> None:
+    """`abguard serve` over a long log opens its port first (NOT_SERVING, Evaluate UNAVAILABLE),
+    rebuilds, then logs `ready` with the snapshots replayed and turns SERVING."""
+    rows = log_of_many_tests(tmp_path / "data", 25)
+    process, started = start_serve(tmp_path / "data", ready=False)
+    try:
+        assert started["event"] == "serving" and started["rebuilding"] is True
+        with grpc.insecure_channel(started["listen"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING
+            request = pb.EvaluateRequest(snapshot=json_format.ParseDict(snapshot(step=0), pb.Snapshot()))
+            with pytest.raises(grpc.RpcError) as refused:
+                rpc.RiskServiceStub(channel).Evaluate(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.details() == REBUILDING
+            assert process.stdout is not None
+            ready = json.loads(process.stdout.readline())
+            assert ready["event"] == "ready"
+            assert ready["rebuilt_snapshots"] == rows and ready["seconds"] > 0
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from ..contract import InputError, OutOfOrderError, excerpt
-from ..service import Guard, UnknownTestError, Watcher
+from ..service import Guard, RebuildingError, UnknownTestError, Watcher
 from ..store import LogError
 from .convert import enum_number, enum_word, fill, to_dict
 from .v1 import risk_pb2 as pb
@@ -69,7 +69,7 @@ def _status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | Non
         return code_pb2.NOT_FOUND, str(error), [("test_id", str(error))]
     if isinstance(error, TooManyWatchersError):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
-    if isinstance(error, LogError):  # disk full, read-only, I/O error: retryable, health says NOT_SERVING
+    if isinstance(error, (LogError, RebuildingError)):  # retryable; health says NOT_SERVING meanwhile
         return code_pb2.UNAVAILABLE, str(error), []
     return None
 

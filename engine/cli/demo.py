@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..api.convert import to_dict
 from ..api.v1 import risk_pb2 as pb
@@ -67,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"decision log: {data_dir}/decisions.sqlite3\n")
             with grpc.insecure_channel(started["listen"]) as channel:
-                grpc.channel_ready_future(channel).result(timeout=10)
+                if not _wait_until_serving(channel, 60):
+                    print("abguard demo: the service did not become ready", file=sys.stderr)
+                    return FINDINGS
                 stub = rpc.RiskServiceStub(channel)
                 for name in SCENARIOS:
                     _replay(stub, Path(args.scenarios) / f"{name}.jsonl")
@@ -82,6 +85,21 @@ def run(args: argparse.Namespace) -> int:
         logged = sum('"event":"decision"' in event for event in events)
         print(f"\nabguard serve stopped (exit {server.returncode}) after SIGTERM; it logged {logged} decision lines.")
         return OK if server.returncode == 0 else FINDINGS
+
+
+def _wait_until_serving(channel: grpc.Channel, seconds: float) -> bool:
+    """The port opens before the state is rebuilt: wait for health to say SERVING."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def _replay(stub: rpc.RiskServiceStub, path: Path) -> None:

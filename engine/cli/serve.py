@@ -73,19 +73,12 @@ def run_serve(args: argparse.Namespace) -> int:
     except LogOpenError as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
-    guard = Guard(policy, log, on_event=log_event)
-    try:
-        rebuilt = guard.rebuild()
-        guard.check_log()  # a log that cannot be written: NOT_SERVING from the start, probed until it can
-    except LogError as error:
-        print(f"abguard serve: {error} ({log.path}): move it aside to start a new log, or restore it", file=sys.stderr)
-        guard.close()  # a failed checkpoint is logged, not raised
-        return USAGE
+    guard = Guard(policy, log, on_event=log_event, rebuild_first=True)  # UNAVAILABLE until rebuilt
     try:
         server, port, health = create_server(guard, args.listen, args.workers, log_event)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
-        guard.close()  # a failed checkpoint is logged, not raised
+        guard.close()
         return USAGE
     stop = threading.Event()
 
@@ -95,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.start()
+    server.start()  # the port is open at once (health NOT_SERVING): a long rebuild is not a dead service
     host = args.listen.rsplit(":", 1)[0]
     log_event(
         {
@@ -106,17 +99,49 @@ def run_serve(args: argparse.Namespace) -> int:
             "environment": policy.environment,
             "enforced": policy.rollback_enabled,
             "data_dir": args.data_dir,
-            "rebuilt_snapshots": rebuilt,
+            "rebuilding": True,
         }
     )
+    failed: list[tuple[int, str]] = []  # the exit code and line of a rebuild that could not finish
+    rebuilder = threading.Thread(
+        target=_rebuild, args=(guard, log.path, stop, failed), name="abguard-rebuild", daemon=True
+    )
+    rebuilder.start()
     stop.wait()
     health.enter_graceful_shutdown()
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
-    guard.close()  # a failed checkpoint is logged, not raised
+    guard.close()  # stops a rebuild still running; a failed checkpoint is logged, not raised
+    rebuilder.join(GRACE_SECONDS)
     log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
+    if failed:
+        print(failed[0][1], file=sys.stderr)
+        return failed[0][0]
     return OK
+
+
+def _rebuild(guard: Guard, path: str, stop: threading.Event, failed: list[tuple[int, str]]) -> None:
+    """Rebuild every test's state from the log (health turns SERVING when done); stop the service if it cannot."""
+    started = time.monotonic()
+    try:
+        replayed = guard.rebuild()
+        guard.check_log()  # a log that cannot be written: NOT_SERVING from the start, probed until it can
+    except LogError as error:
+        if not stop.is_set():  # (not a read cut short by a shutdown)
+            fix = "move it aside to start a new log, or restore it"
+            failed.append((USAGE, f"abguard serve: cannot rebuild the state from {path}: {error}: {fix}"))
+            log_event({"event": "rebuild_failed", "why": str(error)})
+            stop.set()
+        return
+    except Exception as error:  # a bug of ours: say so in one line, stop
+        failed.append((FINDINGS, f"abguard serve: rebuilding the state failed: {type(error).__name__}: {error}"))
+        log_event({"event": "internal_error", "method": "rebuild", "error": repr(error)[:1000]})
+        stop.set()
+        return
+    if not stop.is_set():
+        seconds = round(time.monotonic() - started, 3)
+        log_event({"event": "ready", "rebuilt_snapshots": replayed, "seconds": seconds})
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

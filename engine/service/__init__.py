@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .guard import Guard, TestView, UnknownTestError
+from .guard import Guard, RebuildingError, TestView, UnknownTestError
 from .watchers import Watcher
 
-__all__ = ["Guard", "TestView", "UnknownTestError", "Watcher"]
+__all__ = ["Guard", "RebuildingError", "TestView", "UnknownTestError", "Watcher"]

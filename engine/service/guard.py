@@ -5,8 +5,9 @@ in parallel; calls for one test are serialised by that test's lock. A decision's
 is kept only after the log has accepted the decision, so memory never runs ahead of the log.
 
 The guard says whether it is serving (listeners hear each change: the gRPC health status).
-It is not while the log cannot be written: the failed write raises LogWriteError (answered
-UNAVAILABLE), and a probe every `probe_seconds` tells when writes work again.
+It is not while it rebuilds its state from the log (calls raise RebuildingError), nor while
+the log cannot be written: the failed write raises LogWriteError, and a probe every
+`probe_seconds` tells when writes work again. Both are answered UNAVAILABLE: retry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ class UnknownTestError(LookupError):
         self.field = "test_id"
 
 
+class RebuildingError(RuntimeError):
+    """The guard is rebuilding its state from the log; the same call will work once it is done."""
+
+    def __init__(self) -> None:
+        super().__init__("rebuilding state from the decision log; retry")
+
+
 @dataclass(frozen=True)
 class TestView:
     __test__ = False  # not a pytest class
@@ -54,7 +62,9 @@ class Guard:
         clock: Callable[[], float] = time.time,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         probe_seconds: float = 1.0,
+        rebuild_first: bool = False,
     ) -> None:
+        """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run."""
         self.policy = policy
         self.engine = Engine.of(policy)
         self.log = log
@@ -67,6 +77,7 @@ class Guard:
         self._locks_lock = threading.Lock()
         self.probe_seconds = probe_seconds
         self._health = threading.Lock()  # guards the fields below and the order of notifications
+        self._rebuilding = rebuild_first
         self._write_fault: str | None = None  # why the log cannot be written, while it cannot
         self._faults = 0  # write failures so far: a probe only clears the fault it started under
         self._fault_since = 0.0
@@ -78,6 +89,7 @@ class Guard:
     # --- evaluating -------------------------------------------------------------------------
     def evaluate(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The decision for one snapshot (JSON-shaped); the recorded one for a resent snapshot."""
+        self._ready()
         received = self.clock()
         snapshot = parse_snapshot(raw)
         with self._lock(snapshot.test_id):
@@ -100,6 +112,7 @@ class Guard:
 
     # --- reading ----------------------------------------------------------------------------
     def test(self, test_id: str) -> TestView:
+        self._ready()
         record = self.log.last(test_id)
         if record is None:
             raise UnknownTestError(test_id)
@@ -121,11 +134,13 @@ class Guard:
         )
 
     def decisions(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
+        self._ready()
         if self.log.last(test_id) is None:
             raise UnknownTestError(test_id)
         return self.log.page(test_id, limit, before_seq)
 
     def restart(self, test_id: str, reason: str) -> float:
+        self._ready()
         with self._lock(test_id):
             if self.log.last(test_id) is None:
                 raise UnknownTestError(test_id)
@@ -159,8 +174,12 @@ class Guard:
     # --- health -----------------------------------------------------------------------------
     @property
     def serving(self) -> bool:
-        """Whether calls can be answered now: the log can be written."""
-        return self._write_fault is None
+        """Whether calls can be answered now: the state is rebuilt and the log can be written."""
+        return not self._rebuilding and self._write_fault is None
+
+    def _ready(self) -> None:
+        if self._rebuilding:
+            raise RebuildingError
 
     def on_serving(self, listener: Callable[[bool], None]) -> None:
         """Call `listener(serving)` now and on every change (the gRPC health status follows it)."""
@@ -233,9 +252,17 @@ class Guard:
 
     # --- restoring --------------------------------------------------------------------------
     def rebuild(self) -> int:
-        """Every test's state from the log; the number of snapshots replayed."""
+        """Every test's state from the log; the number of snapshots replayed.
+
+        Calls are refused (RebuildingError) while it runs, and until it succeeds; close() stops it.
+        """
+        with self._health:
+            self._rebuilding = True
+            self._tell()
         replayed = 0
         for test_id in self.log.tests():
+            if self._closing.is_set():
+                return replayed
             with self._lock(test_id):
                 rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
                 if rebuilt.state is None:
@@ -243,6 +270,9 @@ class Guard:
                 else:
                     self.states[test_id] = rebuilt.state
                 replayed += rebuilt.replayed
+        with self._health:
+            self._rebuilding = False
+            self._tell()
         return replayed
 
     def _skipped(self, test_id: str) -> Callable[[int, str], None]:
