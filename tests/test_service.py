@@ -30,6 +30,7 @@ from engine.contract import parse_snapshot
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
 from engine.service import Guard
+from engine.store import LogError
 from engine.store.sqlite import SqliteLog
 from tests.conftest import snapshot
 
@@ -633,3 +634,94 @@ def test_serve_listens_before_it_rebuilds(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+
+
+class BrokenStreamGuard(Guard):
+    """A guard whose decision stream fails after one decision, with the error given."""
+
+    error: Exception = RuntimeError("boom")
+
+    def stream(self, watcher: Any, alive: Any, poll: float = 0.5) -> Iterator[dict[str, Any]]:
+        yield self.evaluate(snapshot(step=0))
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "text"),
+    [
+        (RuntimeError("boom"), grpc.StatusCode.INTERNAL, "internal error in WatchDecisions: RuntimeError"),
+        (
+            LogError("the decision log cannot be read: disk I/O error"),
+            grpc.StatusCode.UNAVAILABLE,
+            "the decision log cannot be read: disk I/O error",
+        ),
+    ],
+    ids=["bug", "log-fault"],
+)
+def test_a_failing_watch_stream_ends_with_a_mapped_code(
+    tmp_path: Path, error: Exception, code: grpc.StatusCode, text: str
+) -> None:
+    """An error in the middle of WatchDecisions reaches the client as its mapped code, never UNKNOWN,
+    and frees the stream's slot."""
+    guard = BrokenStreamGuard(POLICY, SqliteLog.in_dir(tmp_path / "data"))
+    guard.error = error
+    events: list[dict[str, Any]] = []
+    server, port, _ = create_server(guard, "127.0.0.1:0", 4, events.append)  # one watch slot
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.RiskServiceStub(channel)
+            for _ in range(2):  # the second stream gets the slot the first one freed
+                received = []
+                with pytest.raises(grpc.RpcError) as ended:
+                    for decision in stub.WatchDecisions(pb.WatchDecisionsRequest(), timeout=10):
+                        received.append(decision)
+                assert len(received) == 1
+                assert ended.value.code() == code
+                assert ended.value.details() == text
+    finally:
+        server.stop(2).wait()
+        guard.close()
+    assert [e["event"] for e in events] == (["internal_error"] * 2 if code == grpc.StatusCode.INTERNAL else [])
+
+
+def test_a_watch_that_cannot_open_is_internal_and_frees_its_slot(tmp_path: Path) -> None:
+    """A stream the guard fails to open is INTERNAL, and its watch slot is not lost: the next one is INTERNAL
+    too, not RESOURCE_EXHAUSTED."""
+
+    class NoWatchGuard(Guard):
+        def watch(self, test_ids: frozenset[str], actions: frozenset[str]) -> Any:
+            raise RuntimeError("cannot watch")
+
+    guard = NoWatchGuard(POLICY, SqliteLog.in_dir(tmp_path / "data"))
+    server, port, _ = create_server(guard, "127.0.0.1:0", 4)  # one watch slot
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.RiskServiceStub(channel)
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as refused:
+                    next(iter(stub.WatchDecisions(pb.WatchDecisionsRequest(), timeout=10)))
+                assert refused.value.code() == grpc.StatusCode.INTERNAL
+    finally:
+        server.stop(2).wait()
+        guard.close()
+
+
+def test_a_watcher_that_falls_behind_is_resource_exhausted(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher whose queue overflows is dropped with RESOURCE_EXHAUSTED (reconnect), not UNKNOWN."""
+    import engine.service.watchers
+
+    monkeypatch.setattr(engine.service.watchers, "WATCH_QUEUE", 5)
+    decision = to_dict(service.evaluate(snapshot(step=0)))
+    stream = service.stub.WatchDecisions(pb.WatchDecisionsRequest(), timeout=10)
+    deadline = time.monotonic() + 5
+    while not service.guard.watchers._watchers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(2000):  # far faster than a stream can send
+        service.guard.watchers.publish(decision)
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            pass
+    assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert ended.value.details() == "watcher fell too far behind; reconnect"

@@ -194,7 +194,11 @@ class RiskServicer:
             raise TooManyWatchersError(
                 f"{self.max_watchers} watch streams are open, the most this server allows; close one or retry"
             )
-        return self.guard.watch(frozenset(request.test_ids), frozenset(names))
+        try:
+            return self.guard.watch(frozenset(request.test_ids), frozenset(names))
+        except BaseException:  # no stream: its slot is free again
+            self._watch_slots.release()
+            raise
 
 
 def _test_id(value: str) -> str:
