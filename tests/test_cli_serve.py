@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.api.servicer import create_server
+from engine.policy import load_effective
+from engine.service import Guard, RebuildingError
+from engine.store.sqlite import SqliteLog
+from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +56,72 @@ def test_event_log_survives_a_closed_stdout() -> None:
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stderr.decode().strip() == "ok"
+
+
+def abguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "abguard"), *args]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def test_a_bad_workers_variable_is_serve_s_usage_error_only(tmp_path: Path) -> None:
+    """ABGUARD_WORKERS=abc: `serve` exits 2 naming ABGUARD_WORKERS and --workers; other verbs still work."""
+    bad = {"ABGUARD_WORKERS": "abc"}
+    done = abguard("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), env=bad)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        "abguard serve: error: argument --workers: must be a whole number >= 1, got 'abc'"
+        " (from --workers or ABGUARD_WORKERS)" in done.stderr
+    )
+    assert not (tmp_path / "data").exists()
+    assert abguard("--help", env=bad).returncode == 0
+    assert abguard("policy", "validate", "policies", env=bad).returncode == 0
+    assert abguard("health", "--server", "127.0.0.1:1", "--timeout", "0.5", env=bad).returncode == 1
+
+
+def test_zero_workers_is_a_usage_error(tmp_path: Path) -> None:
+    """--workers 0 is refused by argparse (exit 2), not a traceback from the thread pool."""
+    done = abguard("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--workers", "0")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "argument --workers: must be a whole number >= 1, got '0'" in done.stderr
+
+
+def test_serve_names_a_missing_policy_folder(tmp_path: Path) -> None:
+    """serve --policies /missing: one line naming the path, exit 2, no data folder made."""
+    missing = tmp_path / "missing"
+    done = abguard("serve", "--data-dir", str(tmp_path / "data"), "--policies", str(missing))
+    assert done.returncode == 2
+    assert done.stderr == f"abguard serve: no such policy folder: {missing}\n"
+    assert not (tmp_path / "data").exists()
+
+
+def test_evaluate_retries_unavailable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`abguard evaluate` retries a call answered UNAVAILABLE (Evaluate is safe to resend) and prints the decision."""
+    from engine.cli import main
+
+    class Flaky(Guard):
+        calls = 0
+
+        def evaluate(self, raw: dict[str, Any]) -> dict[str, Any]:
+            self.calls += 1
+            if self.calls <= 2:
+                raise RebuildingError
+            return super().evaluate(raw)
+
+    guard = Flaky(load_effective([str(ROOT / "policies")]), SqliteLog.in_dir(tmp_path / "data"))
+    server, port, _ = create_server(guard, "127.0.0.1:0", 4)
+    server.start()
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(snapshot(step=0)) + "\n")
+    try:
+        code = main(["evaluate", "--server", f"127.0.0.1:{port}", "--input", str(source)])
+    finally:
+        server.stop(2).wait()
+        guard.close()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert guard.calls == 3
+    assert json.loads(captured.out)["timestamp"] == "2026-11-24T09:00:30Z"

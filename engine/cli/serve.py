@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
-from .common import load_policy
+from .common import env_default, load_policy, positive_int
 from .logging import log_event
 from .render import table_header, table_row, to_json_dict
 
@@ -32,29 +31,60 @@ OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
 
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(f"ABGUARD_{name}", default)
+# Evaluate is safe to retry (a resent snapshot is answered from the log), so the client retries
+# UNAVAILABLE (rebuilding, the log cannot be written, shutting down) with gRPC's own retry policy.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "abguard.v1.RiskService", "method": "Evaluate"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+RETRY_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", RETRY_SERVICE_CONFIG)]
+
+
+def _workers(text: str) -> int:
+    """positive_int, naming both sources: the value may come from ABGUARD_WORKERS."""
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (from --workers or ABGUARD_WORKERS)") from None
 
 
 def add_parsers(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the gRPC service (settings also from ABGUARD_* variables)")
-    serve.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:50051"), help="host:port (ABGUARD_LISTEN)")
-    serve.add_argument("--data-dir", default=_env("DATA_DIR", None), help="decision log folder (ABGUARD_DATA_DIR)")
-    serve.add_argument("--policies", default=_env("POLICIES", "policies"), help="policy folder (ABGUARD_POLICIES)")
-    serve.add_argument("--profile", default=_env("PROFILE", DEFAULT_PROFILE), help="profile (ABGUARD_PROFILE)")
-    serve.add_argument("--env", default=_env("ENV", None), help="environment overlay (ABGUARD_ENV)")
-    serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "16") or 16), help="RPC threads")
+    serve.add_argument("--listen", default=env_default("LISTEN", "127.0.0.1:50051"), help="host:port (ABGUARD_LISTEN)")
+    serve.add_argument(
+        "--data-dir", default=env_default("DATA_DIR", None), help="decision log folder (ABGUARD_DATA_DIR)"
+    )
+    serve.add_argument(
+        "--policies", default=env_default("POLICIES", "policies"), help="policy folder (ABGUARD_POLICIES)"
+    )
+    serve.add_argument("--profile", default=env_default("PROFILE", DEFAULT_PROFILE), help="profile (ABGUARD_PROFILE)")
+    serve.add_argument("--env", default=env_default("ENV", None), help="environment overlay (ABGUARD_ENV)")
+    serve.add_argument(
+        "--workers", type=_workers, default=env_default("WORKERS", "16"), help="RPC threads (ABGUARD_WORKERS)"
+    )
     serve.set_defaults(run=run_serve)
 
     evaluate = commands.add_parser("evaluate", help="stream a JSON-lines file through a server's Evaluate")
-    evaluate.add_argument("--server", default=_env("SERVER", "127.0.0.1:50051"), metavar="ADDR")
+    evaluate.add_argument("--server", default=env_default("SERVER", "127.0.0.1:50051"), metavar="ADDR")
     evaluate.add_argument("--input", required=True, metavar="FILE", help="JSON lines of snapshots, or -")
     evaluate.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
     evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     evaluate.set_defaults(run=run_evaluate)
 
     health = commands.add_parser("health", help="exit 0 when the server answers SERVING")
-    health.add_argument("--server", default=_env("SERVER", "127.0.0.1:50051"), metavar="ADDR")
+    health.add_argument("--server", default=env_default("SERVER", "127.0.0.1:50051"), metavar="ADDR")
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(run=run_health)
 
@@ -151,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"abguard evaluate: cannot read {args.input}: {error.strerror}", file=sys.stderr)
         return USAGE
     bad = 0
-    with source, grpc.insecure_channel(args.server) as channel:
+    with source, grpc.insecure_channel(args.server, options=RETRY_OPTIONS) as channel:
         stub = rpc.RiskServiceStub(channel)
         if args.format == "table":
             print(table_header())
