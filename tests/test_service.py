@@ -636,6 +636,18 @@ def test_serve_listens_before_it_rebuilds(tmp_path: Path) -> None:
     assert process.returncode == 0, err
 
 
+def test_sigterm_during_the_rebuild_stops_it_and_exits_zero(tmp_path: Path) -> None:
+    """SIGTERM while the state is still being rebuilt: the rebuild stops, exit 0, no error lines."""
+    log_of_many_tests(tmp_path / "data", 25)
+    process, started = start_serve(tmp_path / "data", ready=False)
+    assert started["event"] == "serving"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert err == ""
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["stopping", "stopped"]
+
+
 class BrokenStreamGuard(Guard):
     """A guard whose decision stream fails after one decision, with the error given."""
 

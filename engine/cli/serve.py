@@ -156,6 +156,8 @@ def _rebuild(guard: Guard, path: str, stop: threading.Event, failed: list[tuple[
     started = time.monotonic()
     try:
         replayed = guard.rebuild()
+        if stop.is_set():  # a shutdown cut the rebuild short
+            return
         guard.check_log()  # a log that cannot be written: NOT_SERVING from the start, probed until it can
     except LogError as error:
         if not stop.is_set():  # (not a read cut short by a shutdown)

@@ -189,6 +189,8 @@ class Guard:
 
     def check_log(self) -> bool:
         """Try a write now; if it fails the guard stops serving until a probe succeeds."""
+        if self._closing.is_set():  # the log is closed or closing: nothing to learn
+            return False
         try:
             self._write(self.log.probe)
         except LogWriteError:
