@@ -138,12 +138,12 @@ def start_abguard(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
             stdout=out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    for _ in range(400):
-        lines = log.read_text().splitlines()
-        if lines:
-            return process, json.loads(lines[0])["listen"]
+    for _ in range(400):  # the port opens first; calls are answered once the state is rebuilt ("ready")
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        if any(event.get("event") == "ready" for event in events):
+            return process, events[0]["listen"]
         time.sleep(0.05)
-    raise RuntimeError("abguard serve did not start")
+    raise RuntimeError("abguard serve did not become ready")
 
 
 def stop(process: subprocess.Popen[Any]) -> None:
