@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 
@@ -119,26 +120,44 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-shaped data (enums as their words), built without dataclasses.asdict's deep copies."""
-        return _plain(self)  # type: ignore[no-any-return]
+        return _decision(self)
 
 
-def _plain(value: Any) -> Any:
-    """Plain data of a contract value: one dict lookup per value, so a decision converts in microseconds."""
-    convert = _CONVERT.get(value.__class__)
-    return value if convert is None else convert(value)
-
-
-def _record(cls: type) -> Any:
+def _converter(cls: type, nested: dict[str, Callable[[Any], Any]]) -> Callable[[Any], dict[str, Any]]:
+    """A dataclass's fields as a dict, with the nested values (enums, lists, records) converted."""
     names = tuple(f.name for f in fields(cls))
-    return lambda value: {name: _plain(getattr(value, name)) for name in names}
+    steps = tuple(nested.items())
+
+    def convert(value: Any) -> dict[str, Any]:
+        out = {name: getattr(value, name) for name in names}
+        for name, step in steps:
+            if out[name] is not None:
+                out[name] = step(out[name])
+        return out
+
+    return convert
 
 
-_CONVERT: dict[type, Any] = {
-    list: lambda items: [_plain(item) for item in items],
-    dict: dict,
-    **{enum: lambda member: member.value for enum in (Action, RiskLevel, ConditionStatus, TestStatus)},
-}
-_CONVERT.update({cls: _record(cls) for cls in (IndicatorResult, ConditionResult, NamedAction, PolicyRef, Decision)})
+def _word(member: StrEnum) -> str:
+    return member.value
+
+
+_indicator = _converter(IndicatorResult, {})
+_condition = _converter(
+    ConditionResult, {"status": _word, "indicators": lambda items: [_indicator(item) for item in items]}
+)
+_action = _converter(NamedAction, {"params": dict})
+_decision = _converter(
+    Decision,
+    {
+        "action": _word,
+        "risk_level": _word,
+        "test_status": _word,
+        "conditions": lambda items: [_condition(item) for item in items],
+        "actions": lambda items: [_action(item) for item in items],
+        "policy": _converter(PolicyRef, {}),
+    },
+)
 
 
 def decision_id(test_id: str, timestamp: str, digest: str) -> str:
