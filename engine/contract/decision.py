@@ -8,9 +8,9 @@ is added here and in the proto, nowhere else.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any
 
 
