@@ -270,3 +270,22 @@ def test_extremes_inside_the_domain_never_break_a_decision_the_log_or_a_restart(
         for row in rows:  # resent snapshots are answered from the log
             assert again.evaluate(row)["decision_id"] in {d["decision_id"] for d in live}
         again.close()
+
+
+def test_a_restart_between_day_long_intervals_decides_as_if_nothing_stopped(tmp_path: Path) -> None:
+    """With snapshots a day apart, a rebuilt test reads the same history as the live one: same decisions."""
+    start = parse_snapshot(snapshot(step=0)).timestamp
+    rows = [
+        {**snapshot(step=0), "timestamp": format_time(start + 86_400 * step), "interval_seconds": 86_400}
+        for step in range(8)
+    ]
+    uninterrupted = Evaluator(POLICY)
+    want = [uninterrupted.evaluate(parse_snapshot(row)).to_dict() for row in rows]
+    first = Guard(POLICY, SqliteLog.in_dir(tmp_path / "data"))
+    got = [first.evaluate(row) for row in rows[:5]]
+    first.close()
+    second = Guard(POLICY, SqliteLog.in_dir(tmp_path / "data"))
+    second.rebuild()
+    got += [second.evaluate(row) for row in rows[5:]]
+    second.close()
+    assert json.loads(json.dumps(got)) == json.loads(json.dumps(want))

@@ -12,7 +12,7 @@ window and reports `error`; the other conditions go on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -42,6 +42,11 @@ WINDOWS: dict[str, type[Any]] = {
 }
 
 
+def horizon(policy: Policy) -> float:
+    """How far back anything a test remembers about its metrics reaches: the longest window."""
+    return max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in policy.conditions)
+
+
 def emitted_facts() -> frozenset[str]:
     """Every fact name the engine can emit: what the policy catalog must list, no more, no less."""
     return frozenset(f"{module.PREFIX}.{name}" for module in MODULES.values() for name in module.EMITS)
@@ -66,7 +71,9 @@ class TestWindows:
 
     @classmethod
     def start(cls, policy: Policy) -> TestWindows:
-        return cls({c.name: WINDOWS[c.name].start(c) for c in policy.conditions})
+        windows = {c.name: WINDOWS[c.name].start(c) for c in policy.conditions}
+        windows["anomaly"] = replace(windows["anomaly"], max_age=horizon(policy))
+        return cls(windows)
 
     def add(self, s: Snapshot) -> TestWindows:
         windows: dict[str, ConditionWindow] = {}

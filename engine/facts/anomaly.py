@@ -104,10 +104,13 @@ Pair = tuple[int, int, int]  # (row sequence number, quantized rps, quantized la
 
 @dataclass(frozen=True, slots=True)
 class AnomalyHistory:
-    """At most `capacity` rows, oldest first; the newest is judged against the rest."""
+    """At most `capacity` rows and none older than `max_age` seconds, oldest first; the newest is
+    judged against the rest. `max_age` is the policy's longest window, so a history rebuilt from
+    that much of the log is the one the live service had."""
 
     capacity: int
-    rows: tuple[tuple[int, AnomalyRow], ...] = ()  # (sequence number, row)
+    max_age: float = math.inf
+    rows: tuple[tuple[int, float, AnomalyRow], ...] = ()  # (sequence number, event time, row)
     columns: tuple[Column, ...] = tuple(Column() for _ in METRICS)  # over rows[:-1]
     pairs: tuple[Pair, ...] = ()  # finite pairs of the kept rows; the last RECENT are "recent"
     usual: PairSums = PairSums()  # noqa: RUF009  # an immutable NamedTuple: sharing the default is safe
@@ -119,18 +122,21 @@ class AnomalyHistory:
         return cls(max(condition.min_samples + 1, min(MAX_ROWS, math.ceil(condition.window_seconds / 30))))
 
     def add(self, s: Snapshot) -> Self:
-        return self.with_row(anomaly_row(s))
+        return self.with_row(anomaly_row(s), s.timestamp)
 
-    def with_row(self, row: AnomalyRow) -> Self:
+    def with_row(self, row: AnomalyRow, t: float = 0.0) -> Self:
         rows, columns = self.rows, self.columns
         pairs, usual, recent = self.pairs, self.usual, self.recent
         if rows:
-            columns = _enter(columns, rows[-1][1])
-        rows = (*rows, (self.sequence, row))
-        if len(rows) > self.capacity:
-            oldest, values = rows[0]
-            rows = rows[1:]
-            columns = _leave(columns, values)
+            columns = _enter(columns, rows[-1][2])
+        rows = (*rows, (self.sequence, t, row))
+        leaving = 0
+        while len(rows) - leaving > self.capacity or (len(rows) - leaving > 1 and rows[leaving][1] <= t - self.max_age):
+            columns = _leave(columns, rows[leaving][2])
+            leaving += 1
+        if leaving:
+            oldest = rows[leaving - 1][0]
+            rows = rows[leaving:]
             while pairs and len(pairs) > RECENT and pairs[0][0] <= oldest:
                 usual = usual.change(pairs[0][1], pairs[0][2], -1)
                 pairs = pairs[1:]
@@ -142,7 +148,7 @@ class AnomalyHistory:
                 _, mx, my = pairs[-RECENT - 1]
                 recent = recent.change(mx, my, -1)
                 usual = usual.change(mx, my, 1)
-        return type(self)(self.capacity, rows, columns, pairs, usual, recent, self.sequence + 1)
+        return type(self)(self.capacity, self.max_age, rows, columns, pairs, usual, recent, self.sequence + 1)
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
         history = len(self.rows) - 1
@@ -153,10 +159,10 @@ class AnomalyHistory:
 
     def detect(self, cutoffs: dict[str, float]) -> dict[str, float]:
         cut = {**DEFAULT_CUTOFFS, **cutoffs}
-        latest = self.rows[-1][1]
+        latest = self.rows[-1][2]
         zscore_max = level_shift = 0.0
         outliers = 0
-        recent_rows = [row for _, row in self.rows[-RECENT:]]
+        recent_rows = [row for _, _, row in self.rows[-RECENT:]]
         for index, column in enumerate(self.columns):
             value = latest[index]
             count = len(column.ordered)

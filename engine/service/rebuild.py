@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..contract import parse_snapshot
+from ..facts import horizon
 from ..pipeline import Engine, TestState, step
 from ..store import DecisionLog
 from ..verdict import TestHistory
@@ -23,11 +24,6 @@ class Rebuilt:
     skipped: list[str] = field(default_factory=list)  # "seq N: why" for records that could not be replayed
 
 
-def horizon(engine: Engine) -> float:
-    """How far back a test's windows reach: the longest window of any condition."""
-    return max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in engine.policy.conditions)
-
-
 def rebuild_test(
     engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[int, str], None] | None = None
 ) -> Rebuilt:
@@ -38,7 +34,7 @@ def rebuild_test(
         return Rebuilt(None)
     out = Rebuilt(TestState.start(engine.policy))
     history = TestHistory()
-    reach = last.event_time - horizon(engine) - 1
+    reach = last.event_time - horizon(engine.policy) - 1
     for record in log.since_restart(test_id, 0.0):
         try:
             history = history.after_record(record.decision)
