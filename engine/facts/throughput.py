@@ -3,6 +3,7 @@ unit of traffic share against the champion's, and the latest load (queues, concu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Self
 
@@ -22,6 +23,12 @@ EMITS = frozenset(
         "memory_utilization",
         "samples",
     }
+)
+LOAD: tuple[tuple[str, Callable[[list[float]], float]], ...] = (
+    ("queue_depth", max),  # the deeper queue
+    ("concurrent_requests", sum),  # the whole service's
+    ("cpu_utilization", max),
+    ("memory_utilization", max),
 )
 US_PER_SECOND = 1_000_000
 PPM = 1_000_000  # traffic shares in parts per million
@@ -63,19 +70,10 @@ class ThroughputWindow:
             facts["service_rps"] = (v.champion_requests + v.challenger_requests) * US_PER_SECOND / v.interval_us
         if v.champion_per_share > 0:
             facts["relative_drop"] = 1 - v.challenger_per_share / v.champion_per_share
-        arms = (s.champion, s.challenger)
-        depths = [arm.queue_depth for arm in arms if arm.queue_depth is not None]
-        if depths:
-            facts["queue_depth"] = max(depths)
-        concurrency = [arm.concurrent_requests for arm in arms if arm.concurrent_requests is not None]
-        if concurrency:
-            facts["concurrent_requests"] = sum(concurrency)
-        cpu = [arm.cpu_utilization for arm in arms if arm.cpu_utilization is not None]
-        if cpu:
-            facts["cpu_utilization"] = max(cpu)
-        memory = [arm.memory_utilization for arm in arms if arm.memory_utilization is not None]
-        if memory:
-            facts["memory_utilization"] = max(memory)
+        for key, combine in LOAD:  # the latest snapshot's load, over the arms that report it
+            values = [value for arm in (s.champion, s.challenger) if (value := getattr(arm, key)) is not None]
+            if values:
+                facts[key] = combine(values)
         return Reading(v.snapshots, facts)
 
     @property
