@@ -142,3 +142,22 @@ def test_a_critical_condition_reports_critical_risk() -> None:
     first = next(d for d in decisions if d.action == "immediate_rollback")
     assert first.risk_score < 0.8
     assert first.risk_level == "critical"
+
+
+def test_an_undeclared_fact_is_that_conditions_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that emits a fact it did not declare fails its own condition, not the evaluation."""
+    throughput = MODULES["throughput"]
+    original = throughput.ThroughputWindow.read
+
+    def leaky(self: Any, s: Any, condition: Any) -> Any:
+        reading = original(self, s, condition)
+        reading.facts["bogus"] = 1.0
+        return reading
+
+    monkeypatch.setattr(throughput.ThroughputWindow, "read", leaky)
+    evaluator = Evaluator(POLICY)
+    decision = [evaluator.evaluate(parse_snapshot(snapshot(step=step))) for step in range(12)][-1]
+    statuses = {c.name: c.status for c in decision.conditions}
+    assert statuses["throughput"] == "error"
+    assert statuses["latency"] == "ok"
+    assert "KeyError" in next(c.error for c in decision.conditions if c.name == "throughput")

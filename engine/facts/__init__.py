@@ -42,6 +42,10 @@ WINDOWS: dict[str, type[Any]] = {
 }
 
 
+# condition -> its facts' short names -> the names the rules see ("accuracy" -> "challenger" -> "accuracy.challenger")
+_NAMES = {name: {key: f"{module.PREFIX}.{key}" for key in module.EMITS} for name, module in MODULES.items()}
+
+
 def horizon(policy: Policy) -> float:
     """How far back anything a test remembers about its metrics reaches: the longest window."""
     return max(max(c.window_seconds, c.baseline_window_seconds or 0.0) for c in policy.conditions)
@@ -96,21 +100,17 @@ class TestWindows:
                 out.samples[name], out.conclusive[name] = 0.0, False
                 continue
             try:
-                reading = readings[name] = self.windows[name].read(s, condition)
+                reading = self.windows[name].read(s, condition)
+                samples = float(reading.samples)
+                found = _named_facts(name, reading) if samples >= condition.min_samples and samples > 0 else None
             except Exception as error:  # one condition's failure stays in that condition
                 out.errors[name] = _describe(error)
                 out.samples[name], out.conclusive[name] = 0.0, False
                 continue
-            samples = out.samples[name] = float(reading.samples)
-            conclusive = out.conclusive[name] = samples >= condition.min_samples and samples > 0
-            if conclusive:
-                prefix = MODULES[name].PREFIX + "."
-                facts = out.facts
-                for key, raw in reading.facts.items():
-                    # window sums are whole numbers of any size; facts are floats
-                    value = raw if raw.__class__ is float else float(raw)
-                    if value - value == 0.0:  # finite: not inf, not NaN
-                        facts[prefix + key] = value
+            readings[name] = reading
+            out.samples[name], out.conclusive[name] = samples, found is not None
+            if found:
+                out.facts.update(found)
         self._calibration(s, out, readings)
         return out
 
@@ -134,6 +134,16 @@ class TestWindows:
     @property
     def nbytes(self) -> int:
         return sum(window.nbytes for window in self.windows.values())
+
+
+def _named_facts(condition: str, reading: Reading) -> dict[str, float]:
+    """The reading's finite facts under the names the rules see; KeyError for a fact the module did not declare."""
+    names, facts = _NAMES[condition], {}
+    for key, raw in reading.facts.items():
+        value = float(raw)  # window sums are whole numbers of any size; facts are floats
+        if value - value == 0.0:  # finite: not inf, not NaN
+            facts[names[key]] = value
+    return facts
 
 
 def _finite(value: float) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import mul
 from typing import NamedTuple, Self
 
 from .. import stats
@@ -116,7 +117,7 @@ def _duplicates(requests: int, rate: float | None) -> tuple[int, int]:
 
 
 def _mean_confidence(counts: tuple[int, ...]) -> float:
-    return sum(c * m for c, m in zip(counts, _MIDPOINTS, strict=True)) / sum(counts)
+    return float(sum(map(mul, counts, _MIDPOINTS))) / sum(counts)
 
 
 def _bins(values: Iterable[int]) -> tuple[int, ...]:
