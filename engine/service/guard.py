@@ -16,15 +16,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..contract import Decision, Snapshot, parse_snapshot, parse_time
 from ..pipeline import Engine, TestState, step
 from ..policy.model import Policy
 from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record
 from .evidence import rollback_evidence
-from .rebuild import rebuild_test
+from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
 from .watchers import Watcher, Watchers
+
+T = TypeVar("T")
 
 
 class UnknownTestError(LookupError):
@@ -72,6 +74,7 @@ class Guard:
         self.clock = clock
         self.on_event = on_event
         self.states: dict[str, TestState] = {}
+        self._unsaved: dict[str, int] = {}  # decisions since each test's last checkpoint
         self.watchers = Watchers()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -100,10 +103,28 @@ class Guard:
             decision, next_state = step(self.engine, state, snapshot)
             body = decision.to_dict()
             evidence = self._evidence(decision, snapshot, raw, received) if _rolled_back_now(decision) else None
-            self._write(lambda: self.log.append(raw, body, snapshot.timestamp, received, evidence))
+            record = self._write(lambda: self.log.append(raw, body, snapshot.timestamp, received, evidence))
             self.states[snapshot.test_id] = next_state  # only now: the log has it
+            self._checkpoint(snapshot.test_id, record.seq, next_state)
             self.watchers.publish(body)  # under the test's lock: watchers see a test's decisions in order
         return body
+
+    def _checkpoint(self, test_id: str, seq: int, state: TestState) -> None:
+        """Every CHECKPOINT_EVERY decisions, the test's state: a restart then replays only what followed.
+
+        A checkpoint is an optimisation and exactness beyond the longest window; failing to write
+        one never fails the decision (it is logged, and the next decision tries again).
+        """
+        unsaved = self._unsaved.get(test_id, 0) + 1
+        self._unsaved[test_id] = unsaved
+        if unsaved < CHECKPOINT_EVERY:
+            return
+        try:
+            self.log.save_checkpoint(checkpoint(self.engine, test_id, seq, state))
+        except Exception as error:
+            self._event({"event": "checkpoint_skipped", "test_id": test_id, "why": str(error)[:300]})
+            return
+        self._unsaved[test_id] = 0
 
     def _evidence(self, decision: Decision, snapshot: Snapshot, raw: dict[str, Any], received: float) -> dict[str, Any]:
         history = self.log.page(decision.test_id, 200, None)
@@ -147,6 +168,7 @@ class Guard:
             at = self.clock()
             self._write(lambda: self.log.restart(test_id, reason, at))
             self.states.pop(test_id, None)
+            self._unsaved.pop(test_id, None)
         return at
 
     # --- watching ---------------------------------------------------------------------------
@@ -197,9 +219,9 @@ class Guard:
             return False
         return True
 
-    def _write(self, write: Callable[[], object]) -> None:
+    def _write(self, write: Callable[[], T]) -> T:
         try:
-            write()
+            return write()
         except LogWriteError as error:
             self._write_failed(error)
             raise
@@ -271,6 +293,7 @@ class Guard:
                     self.states.pop(test_id, None)
                 else:
                     self.states[test_id] = rebuilt.state
+                self._unsaved[test_id] = rebuilt.replayed
                 replayed += rebuilt.replayed
         with self._health:
             self._rebuilding = False

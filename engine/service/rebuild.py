@@ -1,20 +1,32 @@
 """A test's state from the decision log alone, so a restarted service loses nothing.
 
-The snapshots of the test's current run are replayed through the same pure step (only as
-far back as the longest window), then the status is taken from what was recorded: a test
-rolled back under an earlier policy stays rolled back.
+From a checkpoint when there is a usable one: the state the live service had right after
+a logged decision (same policy digest, same state format), then the decisions logged since,
+replayed through the same pure step. The result is exactly the live state, however long the
+test has run, in a replay of at most CHECKPOINT_EVERY snapshots.
+
+Otherwise (no checkpoint, another policy, another format, an unreadable one) the snapshots
+of the test's current run are replayed as far back as the longest window, then the status
+is taken from what was recorded: a test rolled back under an earlier policy stays rolled back.
+What outlives the longest window (how long an indicator has held, a traffic cut's episode)
+then restarts at the first replayed snapshot.
+
+Checkpoints are pickles the service wrote into its own data folder; nothing else is unpickled.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..contract import parse_snapshot
 from ..facts import horizon
-from ..pipeline import Engine, TestState, step
-from ..store import DecisionLog
+from ..pipeline import STATE_FORMAT, Engine, TestState, step
+from ..store import Checkpoint, DecisionLog, Record
 from ..verdict import TestHistory
+
+CHECKPOINT_EVERY = 120  # decisions between a test's checkpoints: an hour of 30 s snapshots
 
 
 @dataclass
@@ -22,6 +34,13 @@ class Rebuilt:
     state: TestState | None
     replayed: int = 0
     skipped: list[str] = field(default_factory=list)  # "seq N: why" for records that could not be replayed
+    from_checkpoint: bool = False
+
+
+def checkpoint(engine: Engine, test_id: str, seq: int, state: TestState) -> Checkpoint:
+    """The state right after decision `seq`, ready to be stored."""
+    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return Checkpoint(test_id, seq, engine.policy.digest, STATE_FORMAT, blob)
 
 
 def rebuild_test(
@@ -32,22 +51,55 @@ def rebuild_test(
     restart = log.last_restart(test_id)
     if last is None or (restart is not None and restart.after_seq >= last.seq):
         return Rebuilt(None)
+    floor = restart.after_seq if restart is not None else 0
+    resumed = _resume(engine, log, test_id, floor, last.seq)
+    if resumed is not None:
+        return _replay(engine, log.after(test_id, resumed[0]), Rebuilt(resumed[1], from_checkpoint=True), on_skip)
     out = Rebuilt(TestState.start(engine.policy))
-    history = TestHistory()
+    history, usable = TestHistory(), []
     reach = last.event_time - horizon(engine.policy) - 1
     for record in log.since_restart(test_id, 0.0):
         try:
             history = history.after_record(record.decision)
-            if record.event_time < reach:
-                continue
-            assert out.state is not None
-            _, out.state = step(engine, out.state, parse_snapshot(record.snapshot))
-            out.replayed += 1
-        except Exception as error:  # a malformed row is reported and left out; the rest still counts
-            why = f"{type(error).__name__}: {str(error)[:200]}"
-            out.skipped.append(f"seq {record.seq}: {why}")
-            if on_skip is not None:
-                on_skip(record.seq, why)
+        except Exception as error:
+            _skip(out, record, error, on_skip)
+            continue
+        if record.event_time >= reach:
+            usable.append(record)
+    out = _replay(engine, usable, out, on_skip)
     if out.state is not None:
         out.state = replace(out.state, history=history)
     return out
+
+
+def _resume(engine: Engine, log: DecisionLog, test_id: str, floor: int, last: int) -> tuple[int, TestState] | None:
+    """(seq, state) of a checkpoint of the current run that this engine can continue from."""
+    found = log.checkpoint(test_id)
+    if found is None or not floor < found.seq <= last:
+        return None
+    if found.policy_digest != engine.policy.digest or found.format != STATE_FORMAT:
+        return None
+    try:
+        state = pickle.loads(found.state)  # written by this service into its own data folder
+    except Exception:  # an unreadable checkpoint only costs the longer replay
+        return None
+    return (found.seq, state) if isinstance(state, TestState) else None
+
+
+def _replay(engine: Engine, records: list[Record], out: Rebuilt, on_skip: Callable[[int, str], None] | None) -> Rebuilt:
+    for record in records:
+        try:
+            assert out.state is not None
+            _, out.state = step(engine, out.state, parse_snapshot(record.snapshot))
+            out.replayed += 1
+        except Exception as error:
+            _skip(out, record, error, on_skip)
+    return out
+
+
+def _skip(out: Rebuilt, record: Record, error: Exception, on_skip: Callable[[int, str], None] | None) -> None:
+    """A malformed row is reported and left out; the rest still counts."""
+    why = f"{type(error).__name__}: {str(error)[:200]}"
+    out.skipped.append(f"seq {record.seq}: {why}")
+    if on_skip is not None:
+        on_skip(record.seq, why)

@@ -28,6 +28,17 @@ class Restart:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A test's engine state as it was right after decision `seq`, so a restart replays only what followed."""
+
+    test_id: str
+    seq: int
+    policy_digest: str  # the state is only valid under the policy that built it
+    format: int  # the state's layout version (pipeline.STATE_FORMAT)
+    state: bytes
+
+
+@dataclass(frozen=True)
 class BadRecord:
     """A stored row that cannot be read back as a Record: left out of every read, reported once."""
 
@@ -80,6 +91,18 @@ class DecisionLog(Protocol):
 
     def since_restart(self, test_id: str, from_time: float) -> list[Record]:
         """Records of the test's current run with event time >= from_time, oldest first."""
+        ...
+
+    def after(self, test_id: str, seq: int) -> list[Record]:
+        """Records of the test with seq above `seq`, oldest first."""
+        ...
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Keep this as the test's checkpoint (only the latest is kept); LogWriteError if it cannot be written."""
+        ...
+
+    def checkpoint(self, test_id: str) -> Checkpoint | None:
+        """The test's latest checkpoint, if any."""
         ...
 
     def tests(self) -> list[str]: ...

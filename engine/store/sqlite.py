@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..contract import Decision
-from . import BadRecord, LogError, LogOpenError, LogWriteError, Record, Restart
+from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -45,6 +45,13 @@ CREATE TABLE IF NOT EXISTS restarts (
     after_seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS restarts_by_test ON restarts (test_id, after_seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    test_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    policy_digest TEXT NOT NULL,
+    format INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rollback_evidence (
     seq INTEGER NOT NULL REFERENCES decisions (seq),
     test_id TEXT NOT NULL,
@@ -148,6 +155,13 @@ class SqliteLog:
             )
         return Restart(test_id, at, reason, after)
 
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints (test_id, seq, policy_digest, format, state) VALUES (?,?,?,?,?)",
+                (checkpoint.test_id, checkpoint.seq, checkpoint.policy_digest, checkpoint.format, checkpoint.state),
+            )
+
     def probe(self) -> None:
         """Commit a row larger than a decision and its removal: on a full disk only a commit fails
         (a rolled-back transaction never leaves the page cache), so the probe commits."""
@@ -200,6 +214,18 @@ class SqliteLog:
         return self._records(
             "WHERE test_id = ? AND seq > ? AND event_time >= ? ORDER BY seq", (test_id, self._floor(test_id), from_time)
         )
+
+    def after(self, test_id: str, seq: int) -> list[Record]:
+        return self._records("WHERE test_id = ? AND seq > ? ORDER BY seq", (test_id, seq))
+
+    def checkpoint(self, test_id: str) -> Checkpoint | None:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT test_id, seq, policy_digest, format, state FROM checkpoints WHERE test_id = ?", (test_id,)
+            ).fetchone()
+        if row is None or not isinstance(row[4], bytes) or not isinstance(row[1], int):
+            return None
+        return Checkpoint(str(row[0]), int(row[1]), str(row[2]), int(row[3]), bytes(row[4]))
 
     def tests(self) -> list[str]:
         with self._reading() as db:
