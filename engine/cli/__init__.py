@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, policy, replay, serve
+from . import demo, policy, replay, serve, simulate
 from .common import UsageError
 
 USAGE = 2
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_parser(commands)
     serve.add_parsers(commands)
     demo.add_parser(commands)
+    simulate.add_parser(commands)
     _remember_parsers(parser)
     return parser
 
