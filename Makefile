@@ -8,7 +8,7 @@ GEN    := engine/api/v1/risk_pb2.py engine/api/v1/risk_pb2.pyi engine/api/v1/ris
 # The one protoc command line: $(call protoc,DIR) writes the $(GEN) files under DIR.
 protoc = $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO)
 
-.PHONY: install proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench clean
+.PHONY: install proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean
 
 install: $(STAMP) $(GEN)
 
@@ -64,6 +64,12 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_grpc.py
+
+# The standard simulation study (docs/simulation.md): the policy's false cut-backs per test-day and
+# detection delays, as a table. A benchmark like `bench`: it never fails the build on the numbers.
+QUALITY_WORKERS ?= 2
+quality: install
+	$(BIN)/abguard simulate --standard --workers $(QUALITY_WORKERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -327,7 +327,7 @@ def print_table(report: dict[str, Any], out: IO[str]) -> None:
     print(
         f"policy {p['name']} v{p['version']} {p['digest'][:19]}..., profile {p['profile'] or 'none'}, "
         f"environment {p['environment'] or 'none'}; seed {report['seed']} (test i uses seed + i); "
-        f"{report['elapsed_s']:.0f} s on {report['workers']} worker(s)",
+        f"{report['elapsed_s']:g} s on {report['workers']} worker(s)",
         file=out,
     )
     studies = report["studies"]
@@ -335,13 +335,14 @@ def print_table(report: dict[str, Any], out: IO[str]) -> None:
     sick = [s for s in studies if s["detections"]]
     if healthy:
         print("\nFalse cut-backs of healthy tests (A/A): episodes per test-day at risk, exact 95% interval", file=out)
-        header = ("study", "tests x h", "test-days", "at risk", "episodes", "per test-day [95% CI]",
+        header = ("study", "traffic", "tests x h", "test-days", "at risk", "episodes", "per test-day [95% CI]",
                   "tests cut back", "cut-back decisions", "first cut-back")  # fmt: skip
         rows: list[tuple[str, ...]] = [header]
         for s in healthy:
             f = s["false_cutbacks"]
             rows.append((
-                f"{s['name']} ({_traffic(s)})",
+                s["name"],
+                _traffic(s),
                 f"{s['tests']} x {s['hours']:g}",
                 f"{s['test_days']:.1f}",
                 f"{f['days_at_risk']:.1f}",
@@ -489,19 +490,24 @@ def _minutes(seconds: float | None, ceiling: float) -> float:
 
 def _plot_reactions(ax: Any, results: list[StudyResult]) -> None:
     """Share of tests cut back by each time: since the start (A/A) or since the change (regressions)."""
+    longest = 0.0
     for result in results:
+        horizon = result.spec.config.hours
         if result.spec.effects:
             effect = result.spec.effects[0]
             values = detection(result, effect).cutback.values
             label = f"{result.spec.name} (from {_at(effect.at)}): first cut-back after the change"
+            horizon -= effect.at / 3600
         else:
             values = tuple(false_cutbacks_first(run) for run in result.runs)
             label = f"{result.spec.name}: first (false) cut-back"
-        finite = sorted(v / 3600 for v in values if math.isfinite(v))
         if not values:
             continue
+        finite = sorted(v / 3600 for v in values if math.isfinite(v))
         shares = [(i + 1) / len(values) for i in range(len(finite))]
-        ax.step([0.0, *finite], [0.0, *shares], where="post", label=label)
+        ax.step([0.0, *finite, horizon], [0.0, *shares, shares[-1] if shares else 0.0], where="post", label=label)
+        longest = max(longest, horizon)
+    ax.set_xlim(0, longest or None)
     ax.set_title("Share of tests cut back, by time (A/A: since the start; regressions: since the change)")
     ax.set_xlabel("hours")
     ax.set_ylabel("share of tests")
