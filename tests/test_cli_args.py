@@ -24,6 +24,7 @@ VERBS = [
     ("abguard evaluate", ["--input", "-"]),
     ("abguard health", []),
     ("abguard demo", []),
+    ("abguard simulate", []),
 ]
 
 
