@@ -176,14 +176,14 @@ def run(args: argparse.Namespace) -> int:
     results = run_studies(source, studies, args.workers, policy)
     elapsed = time.perf_counter() - started
     report = build_report(policy, args.seed, results, sweep, elapsed, args.workers)
-    if args.format == "json":
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_table(report, sys.stdout)
-    if args.plot is not None:
+    if args.plot is not None:  # before the report: a reader that stops early (| head) still gets the plot
         try:
             plot(args.plot, policy, results, sweep)
         except OSError as error:
             print(f"abguard simulate: cannot write {args.plot}: {error.strerror}", file=sys.stderr)
             return USAGE
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_table(report, sys.stdout)
     return OK
