@@ -161,3 +161,18 @@ def test_an_undeclared_fact_is_that_conditions_error(monkeypatch: pytest.MonkeyP
     assert statuses["throughput"] == "error"
     assert statuses["latency"] == "ok"
     assert "KeyError" in next(c.error for c in decision.conditions if c.name == "throughput")
+
+
+def test_a_snapshot_message_reads_back_as_what_the_sender_set() -> None:
+    """present() of a Snapshot gives the JSON the gateway sent: set zeros kept, unset blocks absent."""
+    from google.protobuf import json_format
+
+    from engine.api.convert import present
+
+    for path in sorted((ROOT / "scenarios").glob("*.jsonl")):
+        for line in path.read_text().splitlines()[:5]:
+            assert present(json_format.Parse(line, pb.Snapshot())) == json.loads(line)
+    sparse = pb.Snapshot(test_id="t")
+    sparse.champion.requests = 0
+    sparse.challenger.errors.SetInParent()
+    assert present(sparse) == {"test_id": "t", "champion": {"requests": 0}, "challenger": {"errors": {}}}

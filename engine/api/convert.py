@@ -1,7 +1,7 @@
 """Protobuf <-> the JSON-shaped dicts of the contracts, by field name, driven by the descriptors.
 
 Nothing here lists a field: a field added to the proto and to engine/contract is carried.
-Presence is kept both ways: an unset optional field is absent (in) or None (out); enums
+Presence is kept both ways: an unset optional field is absent (`present`) or None (`to_dict`); enums
 travel as the contract's lowercase words (`reduce_rollout` <-> ACTION_REDUCE_ROLLOUT).
 """
 
@@ -18,9 +18,45 @@ from google.protobuf.message import Message
 _STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 
 
-def to_dict(message: Message, keep_empty: bool = True) -> dict[str, Any]:
-    """A message as contract data. `keep_empty=False` (snapshots) leaves out empty lists and strings."""
-    return _reader(message.DESCRIPTOR, keep_empty)(message)  # type: ignore[arg-type]  # upb's Descriptor
+def to_dict(message: Message) -> dict[str, Any]:
+    """Every field of a message as contract data; an unset optional field is None."""
+    return _reader(message.DESCRIPTOR)(message)  # type: ignore[arg-type]  # upb's Descriptor
+
+
+def present(message: Any) -> dict[str, Any]:
+    """Only what the sender set (snapshots: absent stays absent), from protobuf's own list of
+    present fields: the hot path of Evaluate."""
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        convert = _PRESENT.get(field.full_name)
+        if convert is None:
+            convert = _PRESENT[field.full_name] = _present_field(field)
+        out[field.name] = convert(value)
+    return out
+
+
+_PRESENT: dict[str, Callable[[Any], Any]] = {}
+
+
+def _present_field(field: FieldDescriptor) -> Callable[[Any], Any]:
+    if field.message_type is not None and field.message_type.full_name == _STRUCT:
+        return lambda value: _plain(dict(value))
+    if field.message_type is not None:
+        if _repeated(field):
+            return lambda values: [present(item) for item in values]
+        return present
+    if field.enum_type is not None:
+        enum = field.enum_type
+        if _repeated(field):
+            return lambda values: [enum_word(enum, n) for n in values]
+        return lambda number: enum_word(enum, number)
+    if _repeated(field):
+        return list
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def fill(message: Message, data: Mapping[str, Any]) -> Message:
@@ -39,52 +75,40 @@ def enum_word(enum: EnumDescriptor, number: int) -> str:
 
 
 # --- readers --------------------------------------------------------------------------------
-_READERS: dict[tuple[str, bool], Callable[[Any], dict[str, Any]]] = {}
+_READERS: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
 
-def _reader(descriptor: Descriptor, keep_empty: bool) -> Callable[[Any], dict[str, Any]]:
-    key = (descriptor.full_name, keep_empty)
-    found = _READERS.get(key)
+def _reader(descriptor: Descriptor) -> Callable[[Any], dict[str, Any]]:
+    found = _READERS.get(descriptor.full_name)
     if found is None:
-        plan = [(f.name, _read_field(f, keep_empty)) for f in descriptor.fields]
+        plan = [(f.name, _read_field(f)) for f in descriptor.fields]
 
         def read(message: Any) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for name, get in plan:
-                value = get(message)
-                if value is not _ABSENT:
-                    out[name] = value
-            return out
+            return {name: get(message) for name, get in plan}
 
-        found = _READERS[key] = read
+        found = _READERS[descriptor.full_name] = read
     return found
 
 
-_ABSENT = object()
-
-
-def _read_field(field: FieldDescriptor, keep_empty: bool) -> Callable[[Any], Any]:
+def _read_field(field: FieldDescriptor) -> Callable[[Any], Any]:
     name = field.name
-    missing = None if keep_empty else _ABSENT
     if field.message_type is not None and field.message_type.full_name == _STRUCT:
-        return lambda m: _plain(dict(getattr(m, name))) if m.HasField(name) else missing
+        return lambda m: _plain(dict(getattr(m, name))) if m.HasField(name) else None
     if field.message_type is not None:
-        inner = _reader(field.message_type, keep_empty)
+        inner = _reader(field.message_type)
         if _repeated(field):
-            return lambda m: [inner(item) for item in getattr(m, name)] if (keep_empty or getattr(m, name)) else _ABSENT
-        return lambda m: inner(getattr(m, name)) if m.HasField(name) else missing
+            return lambda m: [inner(item) for item in getattr(m, name)]
+        return lambda m: inner(getattr(m, name)) if m.HasField(name) else None
     if field.enum_type is not None:
         enum = field.enum_type
         if _repeated(field):
             return lambda m: [enum_word(enum, n) for n in getattr(m, name)]
         return lambda m: enum_word(enum, getattr(m, name))
     if _repeated(field):
-        return lambda m: list(getattr(m, name)) if (keep_empty or getattr(m, name)) else _ABSENT
+        return lambda m: list(getattr(m, name))
     if field.has_presence:
-        return lambda m: getattr(m, name) if m.HasField(name) else missing
-    if keep_empty:
-        return lambda m: getattr(m, name)
-    return lambda m: getattr(m, name) or _ABSENT
+        return lambda m: getattr(m, name) if m.HasField(name) else None
+    return lambda m: getattr(m, name)
 
 
 # --- writers --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from ..contract import InputError, OutOfOrderError, excerpt
 from ..service import Guard, RebuildingError, UnknownTestError, Watcher
 from ..store import LogError
-from .convert import enum_number, enum_word, fill, to_dict
+from .convert import enum_number, enum_word, fill, present
 from .v1 import risk_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
@@ -112,7 +112,7 @@ class RiskServicer:
         if not request.HasField("snapshot"):
             raise InputError("snapshot", "required: the request carries no snapshot")
         try:
-            decision = self.guard.evaluate(to_dict(request.snapshot, keep_empty=False))
+            decision = self.guard.evaluate(present(request.snapshot))
         except InputError as error:  # fields are named from the request: snapshot.challenger.requests
             raise error.under("snapshot") from None
         response = pb.EvaluateResponse()
