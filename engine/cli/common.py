@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..policy.model import Policy
-from ..policy.policyset import PolicyError, load_effective
+from ..policy.policyset import DEFAULT_PROFILE, PolicyError, load_effective
 
 
 class UsageError(Exception):
@@ -49,3 +49,13 @@ def env_default(name: str, default: str | None) -> str | None:
     """An option's default from ABGUARD_<name>, as text: argparse applies the option's `type` to a string
     default only when it parses, so a bad value becomes that verb's usage error instead of breaking every verb."""
     return os.environ.get(f"ABGUARD_{name}", default)
+
+
+def add_policy_selection(parser: argparse.ArgumentParser) -> None:
+    """--policies, --profile, --env: which effective policy a verb runs (--policy is the old spelling)."""
+    parser.add_argument(
+        "--policies", "--policy", dest="policies", default="policies", metavar="DIR",
+        help="policy folder (default: policies)",
+    )  # fmt: skip
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
+    parser.add_argument("--env", default=None, help="environment overlay (dev, staging, prod); default none")

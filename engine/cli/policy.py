@@ -16,10 +16,10 @@ from ..policy.catalog import ACTIONS, FACTS
 from ..policy.compiler import compile_policy
 from ..policy.diff import diff
 from ..policy.documents import read_revision
-from ..policy.policyset import DEFAULT_PROFILE, effective, load_set, validate_set
+from ..policy.policyset import effective, load_set, validate_set
 from ..rules.durable_adapter import dumps
 from ..rules.registry import register
-from .common import UsageError, require_policies
+from .common import UsageError, add_policy_selection, require_policies
 
 OK, FINDINGS, USAGE = 0, 1, 2
 DEFAULT_PATH = "policies"
@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
         ("compile", run_compile, ("json",), "print the durable_rules ruleset of the effective policy"),
     ):
         verb = verbs.add_parser(name, help=help_text)
-        _selection(verb)
+        add_policy_selection(verb)
         _format(verb, formats)
         verb.set_defaults(run=run)
 
@@ -70,12 +70,6 @@ def add_parser(commands: Any) -> None:
 
 def _format(parser: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
     parser.add_argument("--format", choices=choices, default=choices[0])
-
-
-def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policies", default=DEFAULT_PATH, metavar="DIR", help="policy folder (default: policies)")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
-    parser.add_argument("--env", default=None, help="environment overlay (dev, staging, prod); default none")
 
 
 def _register(policy: Any, ruleset: dict[str, Any]) -> None:

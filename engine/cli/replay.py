@@ -12,8 +12,7 @@ import orjson
 
 from ..contract import InputError, OutOfOrderError, parse_snapshot
 from ..pipeline import Evaluator
-from ..policy.policyset import DEFAULT_PROFILE
-from .common import load_policy
+from .common import add_policy_selection, load_policy
 from .render import table_header, table_row, to_json
 
 OK, FINDINGS, USAGE = 0, 1, 2
@@ -22,12 +21,7 @@ OK, FINDINGS, USAGE = 0, 1, 2
 def add_parser(commands: Any) -> None:
     replay = commands.add_parser("replay", help="decide JSON-lines snapshots offline, in event time")
     replay.add_argument("--input", required=True, metavar="FILE", help="JSON lines of snapshots, or - for stdin")
-    replay.add_argument(
-        "--policies", "--policy", dest="policies", default="policies", metavar="DIR",
-        help="policy folder (default: policies); --policy is the old spelling",
-    )  # fmt: skip
-    replay.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
-    replay.add_argument("--env", default=None, help="environment overlay (dev, staging, prod)")
+    add_policy_selection(replay)
     replay.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
     replay.set_defaults(run=run)
 

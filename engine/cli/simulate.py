@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from ..policy.policyset import DEFAULT_PROFILE
 from ..simulation import (
     Effect,
     EffectError,
@@ -26,7 +25,7 @@ from ..simulation import (
 )
 from ..simulation.generator import SHAPES
 from ..simulation.report import build_report, print_table
-from .common import UsageError, load_policy, positive_int
+from .common import UsageError, add_policy_selection, load_policy, positive_int
 from .simulate_plot import plot
 
 OK, FINDINGS, USAGE = 0, 1, 2
@@ -118,12 +117,7 @@ def add_parser(commands: Any) -> None:
         "--standard", action="store_true", help="the standard study of `make quality` (docs/simulation.md)"
     )
     simulate.add_argument("--seed", type=_seed, default=0, help="test i uses seed + i (default 0)")
-    simulate.add_argument(
-        "--policies", "--policy", dest="policies", default="policies", metavar="DIR",
-        help="policy folder (default: policies)",
-    )  # fmt: skip
-    simulate.add_argument("--profile", default=DEFAULT_PROFILE, help="profile overlay, or 'none' (default: balanced)")
-    simulate.add_argument("--env", default=None, help="environment overlay (dev, staging, prod)")
+    add_policy_selection(simulate)
     simulate.add_argument("--workers", type=positive_int, default=1, help="processes (default 1)")
     simulate.add_argument("--format", choices=("table", "json"), default="table")
     simulate.add_argument("--plot", metavar="PATH.png", help="write the operating characteristic and a timeline")
