@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,7 +243,7 @@ def test_diff_reads_git_revisions(tmp_path: Path) -> None:
     policy.write_text(policy.read_text().replace("accuracy_threshold: 0.85", "accuracy_threshold: 0.8"))
     result = subprocess.run(
         [
-            str(Path(os.sys.executable).parent / "abguard"),
+            str(Path(sys.executable).parent / "abguard"),
             "policy",
             "diff",
             "HEAD:policies/default.yaml",

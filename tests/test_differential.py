@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import assume, given, settings
@@ -151,9 +151,10 @@ def assignments(draw: st.DrawFn, expr: Expr) -> dict[str, float]:
             facts[name] = draw(values)
     # Sometimes put one fact-vs-fact comparison exactly on its boundary: durable's $mul must agree.
     pairs = [leaf for leaf in comparisons(expr) if leaf.other is not None and leaf.other in facts]
-    if pairs and draw(st.booleans()):
+    # (len(...) > 0, not `pairs and draw(...)`: mypy would take draw's type from the list on the left)
+    if len(pairs) > 0 and draw(st.booleans()):
         leaf = draw(st.sampled_from(pairs))
-        facts[leaf.fact] = facts[leaf.other] * leaf.factor
+        facts[leaf.fact] = facts[cast(str, leaf.other)] * leaf.factor  # pairs holds fact-vs-fact leaves only
     return facts
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def policy():  # type: ignore[no-untyped-def]
     return load_effective([str(ROOT / "policies")])
 
 
-def evaluate_all(evaluator: Evaluator, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+def evaluate_all(evaluator: Evaluator, rows: list[dict[str, object]]) -> list[dict[str, Any]]:
     return [evaluator.evaluate(parse_snapshot(row)).to_dict() for row in rows]
 
 
@@ -73,7 +74,7 @@ def test_older_snapshot_is_refused(policy) -> None:  # type: ignore[no-untyped-d
 def test_for_duration_counts_only_once_held(policy) -> None:  # type: ignore[no-untyped-def]
     """An indicator with `for: 2m` counts from the fifth 30 s snapshot it holds, not before."""
     evaluator = Evaluator(policy)
-    storm = {"errors": {"extraction": 9000, "serialization": 0, "timeout": 6000, "cache": 0}}  # 12.5%
+    storm: dict[str, Any] = {"errors": {"extraction": 9000, "serialization": 0, "timeout": 6000, "cache": 0}}  # 12.5%
     counted = []
     for step in range(8):
         decision = evaluator.evaluate(parse_snapshot(snapshot(step=step, **storm)))
@@ -86,7 +87,7 @@ def test_for_duration_counts_only_once_held(policy) -> None:  # type: ignore[no-
 def test_a_gap_in_snapshots_restarts_for_streaks(policy) -> None:  # type: ignore[no-untyped-def]
     """Silence longer than two intervals breaks a streak: 'held' means seen holding throughout."""
     evaluator = Evaluator(policy)
-    storm = {"errors": {"extraction": 9000, "serialization": 0, "timeout": 6000, "cache": 0}}
+    storm: dict[str, Any] = {"errors": {"extraction": 9000, "serialization": 0, "timeout": 6000, "cache": 0}}
     for step in (0, 1, 2, 10, 11):
         decision = evaluator.evaluate(parse_snapshot(snapshot(step=step, **storm)))
     errors = next(c for c in decision.conditions if c.name == "error_rate")
@@ -97,7 +98,7 @@ def test_a_gap_in_snapshots_restarts_for_streaks(policy) -> None:  # type: ignor
 def test_rolled_back_test_stays_rolled_back_until_restart(policy) -> None:  # type: ignore[no-untyped-def]
     """After a rollback, healthy snapshots still get traffic 0; a restart clears it."""
     evaluator = Evaluator(policy)
-    crash = {"latency_ms": {"p50": 5.0, "p95": 9.0, "p99": 12.0, "mean": 5.5}}
+    crash: dict[str, Any] = {"latency_ms": {"p50": 5.0, "p95": 9.0, "p99": 12.0, "mean": 5.5}}
     decisions = [evaluator.evaluate(parse_snapshot(snapshot(step=s, **crash))) for s in range(3)]
     assert decisions[1].action == "immediate_rollback"
     healthy = evaluator.evaluate(parse_snapshot(snapshot(step=3)))
@@ -112,7 +113,7 @@ def test_rolled_back_test_stays_rolled_back_until_restart(policy) -> None:  # ty
 def test_condition_traffic_action_lowers_target_at_low_score(policy) -> None:  # type: ignore[no-untyped-def]
     """Latency's 'to 10%' lowers the target even when the score is low; the action is reduce_rollout."""
     evaluator = Evaluator(policy)
-    slow = {"latency_ms": {"p50": 2.0, "p95": 3.5, "p99": 4.0, "mean": 2.1}}
+    slow: dict[str, Any] = {"latency_ms": {"p50": 2.0, "p95": 3.5, "p99": 4.0, "mean": 2.1}}
     rows = [snapshot(step=s, **slow) for s in range(3)]
     for row in rows:
         row["rollout_percent"] = 50
@@ -126,7 +127,7 @@ def test_condition_traffic_action_lowers_target_at_low_score(policy) -> None:  #
 def test_reduce_rollout_factor_applies_once_per_episode(policy) -> None:  # type: ignore[no-untyped-def]
     """A gateway that applied 'halve the traffic' is not halved again on every snapshot."""
     evaluator = Evaluator(policy)
-    low_accuracy = {"correct": int(6000 * 0.83)}  # below 0.85, 7.8% under the champion: not critical
+    low_accuracy: dict[str, Any] = {"correct": int(6000 * 0.83)}  # below 0.85, 7.8% under the champion: not critical
     targets = []
     rollout = 40.0
     for step in range(4):

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -178,7 +178,7 @@ class Served:
 
     def evaluate(self, row: dict[str, Any]) -> pb.Decision:
         request = pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot()))
-        return self.stub.Evaluate(request, timeout=10).decision
+        return cast(pb.Decision, self.stub.Evaluate(request, timeout=10).decision)  # the stub is untyped
 
     def status(self, service: str = "") -> int:
         return int(self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
@@ -231,7 +231,7 @@ def test_an_unwritable_log_is_unavailable_and_not_serving_until_it_heals(
             served.evaluate(snapshot(step=step))
         state = served.guard.states["t1"]
         break_it(served)
-        calls = [lambda: served.evaluate(snapshot(step=3))]
+        calls: list[Callable[[], object]] = [lambda: served.evaluate(snapshot(step=3))]
         if "readonly" in why:  # (a restart's small row still fits in a page of a full database)
             calls.append(lambda: served.stub.RestartTest(pb.RestartTestRequest(test_id="t1", reason="x"), timeout=5))
         for call in calls:
