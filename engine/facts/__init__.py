@@ -18,8 +18,10 @@ from typing import Any
 
 from ..contract import Snapshot
 from ..policy.model import Policy
+from ..stats.sequential import Boundary, detector_level
 from . import accuracy, anomaly, cache, confidence, errors, latency, throughput
 from .reading import ConditionWindow, Reading
+from .sequential import Detector, DetectorSpec
 
 # condition name -> the module that derives its facts; the order is the policy's
 MODULES: dict[str, ModuleType] = {
@@ -42,6 +44,47 @@ WINDOWS: dict[str, type[Any]] = {
 }
 
 
+# condition -> the sequential detectors its module offers
+DETECTORS: dict[str, tuple[DetectorSpec, ...]] = {
+    name: getattr(module, "DETECTORS", ()) for name, module in MODULES.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One sequential detector the policy uses, and where it alarms."""
+
+    condition: str
+    stem: str  # "accuracy.drop"
+    spec: DetectorSpec
+    boundary: Boundary
+
+
+def sequential_plan(policy: Policy) -> tuple[Planned, ...]:
+    """The detectors the policy's indicators use, each given an equal share of the false-alarm
+    budget, split again equally over its components (Bonferroni)."""
+    statistics = policy.statistics
+    chosen = [
+        (condition.name, f"{MODULES[condition.name].PREFIX}.{spec.name}", spec)
+        for condition in policy.conditions
+        for spec in DETECTORS[condition.name]
+        if f"{MODULES[condition.name].PREFIX}.{spec.name}" in statistics.sequential
+    ]
+    return tuple(
+        Planned(
+            name,
+            stem,
+            spec,
+            Boundary(
+                detector_level(
+                    statistics.false_alarms_per_test_day, statistics.batches_per_day, len(chosen) * spec.components
+                )
+            ),
+        )
+        for name, stem, spec in chosen
+    )
+
+
 # condition -> its facts' short names -> the names the rules see ("accuracy" -> "challenger" -> "accuracy.challenger")
 _NAMES = {name: {key: f"{module.PREFIX}.{key}" for key in module.EMITS} for name, module in MODULES.items()}
 
@@ -61,6 +104,7 @@ class Derived:
     """Facts for the rule engine (prefixed names), and each condition's samples, conclusiveness, errors."""
 
     facts: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # fact -> what a sequential statistic says, in words
     samples: dict[str, float] = field(default_factory=dict)
     conclusive: dict[str, bool] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -75,7 +119,15 @@ class TestWindows:
 
     @classmethod
     def start(cls, policy: Policy) -> TestWindows:
-        windows = {c.name: WINDOWS[c.name].start(c) for c in policy.conditions}
+        plan = sequential_plan(policy)
+        windows = {}
+        for c in policy.conditions:
+            detectors = [
+                (p.spec.name, Detector.start(p.spec.build(c, p.boundary, policy.statistics.batch_seconds)))
+                for p in plan
+                if p.condition == c.name
+            ]
+            windows[c.name] = WINDOWS[c.name].start(c, detectors) if detectors else WINDOWS[c.name].start(c)
         windows["anomaly"] = replace(windows["anomaly"], max_age=horizon(policy))
         return cls(windows)
 
@@ -111,6 +163,8 @@ class TestWindows:
             out.samples[name], out.conclusive[name] = samples, found is not None
             if found:
                 out.facts.update(found)
+                names = _NAMES[name]
+                out.notes.update({names[key]: text for key, text in reading.notes.items()})
         self._calibration(s, out, readings)
         return out
 

@@ -1,9 +1,10 @@
 """Confidence drift: the challenger's recent confidence histogram against the champion's 24 h
-baseline (KS), mass in the extreme bins, calibration against accuracy, duplicate entities."""
+baseline (KS), mass in the extreme bins, calibration against accuracy, duplicate entities, and
+the sequential detector of a shift between the arms' confidence distributions (`drift_*`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import mul
 from typing import NamedTuple, Self
@@ -11,12 +12,67 @@ from typing import NamedTuple, Self
 from .. import stats
 from ..contract import CONFIDENCE_BINS, Snapshot
 from ..policy.model import Condition
+from ..stats.sequential import Boundary, gaussian_log_e
 from .reading import Reading
+from .sequential import Detector, Detectors, DetectorSpec, Evidence, Settings, advance
 from .windows import RollingSums
 
 PREFIX = "confidence"
+MIN_BATCH_SCORES = 30  # confidence scores per arm before a batch's distributions are compared
+CUTS = tuple((i + 1) / CONFIDENCE_BINS for i in range(CONFIDENCE_BINS - 1))  # bin edges inside (0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionShift:
+    """The binned KS distance as a union of one-sided comparisons: at each inner bin edge, the
+    challenger's cumulative share minus the champion's, in the same batch, both directions.
+    KS >= the threshold exactly when some component's gap is; each is judged by a normal
+    approximation with the pooled binomial variance."""
+
+    settings: Settings
+    components: Sequence[str] = tuple(f"{sign}{cut:g}" for cut in CUTS for sign in "+-")
+
+    def row(self, s: Snapshot) -> tuple[float, ...] | None:
+        champion, challenger = s.champion.confidence_histogram, s.challenger.confidence_histogram
+        if champion is None or challenger is None:
+            return None
+        return (*champion, *challenger)
+
+    def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
+        champion, challenger = pending[:CONFIDENCE_BINS], pending[CONFIDENCE_BINS:]
+        n_h, n_c = sum(champion), sum(challenger)
+        if n_h < MIN_BATCH_SCORES or n_c < MIN_BATCH_SCORES:
+            return None
+        null, alternative = self.settings.null, self.settings.alternative
+        out: list[Evidence | None] = []
+        below_h = below_c = 0.0
+        for k in range(CONFIDENCE_BINS - 1):
+            below_h += champion[k]
+            below_c += challenger[k]
+            pooled = (below_h + below_c + 1.0) / (n_h + n_c + 2.0)
+            variance = pooled * (1 - pooled) * (1 / n_h + 1 / n_c)
+            gap = below_c / n_c - below_h / n_h
+            for d in (gap, -gap):
+                out.append(Evidence(gaussian_log_e(d, variance, null, alternative), d, variance))
+        return out
+
+    def shown(self, internal: float) -> float:
+        return internal
+
+    def describe(self, component: int) -> str:
+        cut, more = CUTS[component // 2], component % 2 == 0
+        return f"challenger share of confidences below {cut:g} {'above' if more else 'below'} the champion's by"
+
+
+def _shift(condition: Condition, boundary: Boundary, batch: float) -> DistributionShift:
+    threshold = condition.thresholds["confidence_drift_threshold"]
+    return DistributionShift(Settings(threshold / 2, threshold, boundary, batch))
+
+
+DETECTORS = (DetectorSpec("drift", 2 * len(CUTS), ("confidence_drift_threshold",), _shift),)
 EMITS = frozenset(
-    {
+    {fact for spec in DETECTORS for fact in spec.facts()}
+    | {
         "ks_statistic",
         "ks_p_value",
         "extreme_mass",
@@ -45,9 +101,10 @@ class ConfidenceWindows:
     champion_bins: RollingSums[tuple[int, ...]]
     baseline: RollingSums[tuple[int, ...]]  # the champion's, over the long baseline window
     duplicates: RollingSums[Duplicates]
+    detectors: Detectors = ()
 
     @classmethod
-    def start(cls, condition: Condition) -> Self:
+    def start(cls, condition: Condition, detectors: Sequence[tuple[str, Detector]] = ()) -> Self:
         window = condition.window_seconds
         baseline = condition.baseline_window_seconds or DEFAULT_BASELINE
         return cls(
@@ -55,6 +112,7 @@ class ConfidenceWindows:
             RollingSums.empty(_bins, CONFIDENCE_BINS, window),
             RollingSums.empty(_bins, CONFIDENCE_BINS, baseline, BASELINE_BUCKETS),
             RollingSums.empty(Duplicates._make, len(Duplicates._fields), window),
+            tuple(detectors),
         )
 
     def add(self, s: Snapshot) -> Self:
@@ -73,7 +131,7 @@ class ConfidenceWindows:
                     *_duplicates(champion.requests, champion.duplicate_entity_rate),
                 ),
             )
-        return type(self)(mine, theirs, baseline, duplicates)
+        return type(self)(mine, theirs, baseline, duplicates, advance(self.detectors, s))
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
         t = s.timestamp
@@ -93,7 +151,10 @@ class ConfidenceWindows:
             if dup.champion_requests > 0:
                 champion_rate = dup.champion_duplicates / dup.champion_requests / RATE_GRID
                 facts["duplicate_increase"] = facts["duplicate_entity_rate"] - champion_rate
-        return Reading(min(n, m), facts)
+        reading = Reading(min(n, m), facts)
+        for name, detector in self.detectors:
+            detector.read(name, reading)
+        return reading
 
     def calibration_gap(self, t: float, accuracy: Mapping[str, float]) -> float | None:
         """Challenger |mean confidence - accuracy| minus the champion's, from accuracy's facts."""

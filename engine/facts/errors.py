@@ -1,20 +1,83 @@
 """Error rate: the challenger's errors by category and retries over the window, the champion's
-rate beside it, and the run of back-to-back windows whose rate kept rising."""
+rate beside it, the run of back-to-back windows whose rate kept rising, and the sequential
+detector of the challenger's error rates against the champion's, in total and by category
+(`increase_*`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self
 
 from ..contract import ERROR_CATEGORIES, Arm, Snapshot
 from ..policy.model import Condition
+from ..stats.sequential import Boundary, binomial_log_e
 from .reading import Reading
+from .sequential import Detector, Detectors, DetectorSpec, Evidence, Settings, advance, relative_settings
 from .windows import RollingSums
 
 PREFIX = "errors"
+KINDS = ("total", *ERROR_CATEGORIES)
+
+
+@dataclass(frozen=True, slots=True)
+class RateIncrease:
+    """The challenger's error rate over the champion's, in total and per category, by the
+    conditional binomial test of count data (Lindon, Sanden, Shirikian 2022): given both arms'
+    errors in a snapshot, the challenger's share of them is Binomial with a mean set by the arms'
+    requests and the rate ratio, so each snapshot gives an exact likelihood-ratio e-value for
+    'ratio <= null' and a batch multiplies its snapshots'. No normal approximation: it holds
+    for a handful of errors as for millions."""
+
+    settings: Settings
+    components: Sequence[str] = KINDS
+
+    def row(self, s: Snapshot) -> tuple[float, ...] | None:
+        champion, challenger = s.champion, s.challenger
+        if champion.errors is None or challenger.errors is None:
+            return None
+        n_h, n_c = champion.requests, challenger.requests
+        mine = (sum(challenger.errors.values()), *(challenger.errors[c] for c in ERROR_CATEGORIES))
+        theirs = (sum(champion.errors.values()), *(champion.errors[c] for c in ERROR_CATEGORIES))
+        if n_h <= 0 or n_c <= 0:
+            return (0.0,) * len(KINDS) + mine + theirs + (0.0, 0.0)
+        null = n_c * math.exp(self.settings.null)
+        alternative = n_c * math.exp(self.settings.alternative)
+        p_null, p_alt = null / (null + n_h), alternative / (alternative + n_h)
+        log_e = tuple(binomial_log_e(x, x + y, p_null, p_alt) for x, y in zip(mine, theirs, strict=True))
+        return log_e + mine + theirs + (n_c, n_h)
+
+    def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
+        k = len(KINDS)
+        log_e, mine, theirs, (n_c, n_h) = pending[:k], pending[k : 2 * k], pending[2 * k : 3 * k], pending[3 * k :]
+        if n_c <= 0 or n_h <= 0:
+            return None
+        out: list[Evidence | None] = []
+        for e, x, y in zip(log_e, mine, theirs, strict=True):
+            if x + y <= 0:
+                out.append(None)
+                continue
+            d = math.log((x + 0.5) / n_c) - math.log((y + 0.5) / n_h)
+            out.append(Evidence(e, d, 1 / (x + 0.5) + 1 / (y + 0.5)))
+        return out
+
+    def shown(self, internal: float) -> float:
+        return math.expm1(internal)  # the relative increase of the rate
+
+    def describe(self, component: int) -> str:
+        return f"challenger {KINDS[component]} error rate vs champion"
+
+
+def _increase(condition: Condition, boundary: Boundary, batch: float) -> RateIncrease:
+    threshold = condition.thresholds["error_rate_increase"]
+    return RateIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False))
+
+
+DETECTORS = (DetectorSpec("increase", len(KINDS), ("error_rate_increase",), _increase),)
 EMITS = frozenset(
-    {
+    {fact for spec in DETECTORS for fact in spec.facts()}
+    | {
         "rate",
         "champion_rate",
         *(f"{category}_rate" for category in ERROR_CATEGORIES),
@@ -70,12 +133,13 @@ class ErrorWindows:
     champion: RollingSums[ErrorCounts]
     challenger: RollingSums[ErrorCounts]
     trend: Tumbling
+    detectors: Detectors = ()
 
     @classmethod
-    def start(cls, condition: Condition) -> Self:
+    def start(cls, condition: Condition, detectors: Sequence[tuple[str, Detector]] = ()) -> Self:
         window = condition.window_seconds
         empty = RollingSums.empty(ErrorCounts._make, len(ErrorCounts._fields), window)
-        return cls(window, empty, empty, Tumbling())
+        return cls(window, empty, empty, Tumbling(), tuple(detectors))
 
     def add(self, s: Snapshot) -> Self:
         champion, challenger, trend = self.champion, self.challenger, self.trend
@@ -85,7 +149,7 @@ class ErrorWindows:
         challenger = challenger.add(s.timestamp, _counts(s.challenger))
         if s.challenger.errors is not None:
             trend = trend.add(s.timestamp, self.window, s.challenger.requests, sum(s.challenger.errors.values()))
-        return type(self)(self.window, champion, challenger, trend)
+        return type(self)(self.window, champion, challenger, trend, advance(self.detectors, s))
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
         mine, theirs = self.challenger.sums(s.timestamp), self.champion.sums(s.timestamp)
@@ -99,7 +163,10 @@ class ErrorWindows:
             facts["retry_failure_rate"] = mine.retries_failed / mine.retries_attempted
         if theirs.requests > 0:
             facts["champion_rate"] = theirs.errors / theirs.requests
-        return Reading(mine.requests, facts)
+        reading = Reading(mine.requests, facts)
+        for name, detector in self.detectors:
+            detector.read(name, reading)
+        return reading
 
     @property
     def nbytes(self) -> int:

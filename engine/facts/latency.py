@@ -1,21 +1,91 @@
 """Latency: each arm's quantiles and mean over the window, from histograms or request-weighted
-percentiles, the challenger's increase over the champion, and its connection-pool use."""
+percentiles, the challenger's increase over the champion, its connection-pool use, and the
+sequential detector of the challenger's mean latency against the champion's (`increase_*`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self
 
 from .. import stats
 from ..contract import Arm, Histogram, Percentiles, Snapshot
 from ..policy.model import Condition
+from ..stats.sequential import Boundary, gaussian_log_e
 from .reading import Reading
+from .sequential import Detector, Detectors, DetectorSpec, Evidence, Settings, advance, relative_settings
 from .windows import RollingSums
 
 PREFIX = "latency"
+MIN_BATCH_REQUESTS = 100  # requests per arm before a batch's means are compared
+Z_95_ONE_SIDED = 1.6448536269514722  # p95 of a lognormal is exp(mu + 1.645 sigma)
+
+
+@dataclass(frozen=True, slots=True)
+class MeanIncrease:
+    """log(challenger mean / champion mean) per batch; each mean's variance from the snapshot's
+    own spread (histogram buckets at their midpoints, or a lognormal fitted to p50 and p95)."""
+
+    settings: Settings
+    components: Sequence[str] = ("mean",)
+
+    def row(self, s: Snapshot) -> tuple[float, ...] | None:
+        champion, challenger = _moments(s.champion), _moments(s.challenger)
+        if champion is None or challenger is None:
+            return None
+        return (*champion, *challenger)
+
+    def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
+        n_h, sum_h, squares_h, n_c, sum_c, squares_c = pending
+        if n_h < MIN_BATCH_REQUESTS or n_c < MIN_BATCH_REQUESTS:
+            return None
+        mean_h, mean_c = sum_h / n_h, sum_c / n_c
+        if mean_h <= 0 or mean_c <= 0:
+            return [None]
+        spread_h = max(squares_h / n_h - mean_h * mean_h, 0.0) / (mean_h * mean_h)  # squared coefficients of variation
+        spread_c = max(squares_c / n_c - mean_c * mean_c, 0.0) / (mean_c * mean_c)
+        variance = max(spread_h / n_h + spread_c / n_c, 1e-12)
+        d = math.log(mean_c / mean_h)
+        return [Evidence(gaussian_log_e(d, variance, self.settings.null, self.settings.alternative), d, variance)]
+
+    def shown(self, internal: float) -> float:
+        return math.expm1(internal)  # the relative increase challenger / champion - 1
+
+    def describe(self, component: int) -> str:
+        return "challenger mean latency vs champion"
+
+
+def _moments(arm: Arm) -> tuple[float, float, float] | None:
+    """(requests, sum of latencies, sum of squared latencies) of one arm's interval, in ms."""
+    latency = arm.latency
+    if isinstance(latency, Histogram):
+        bounds, counts = latency.bounds, latency.counts
+        n = total = squares = 0.0
+        for index, count in enumerate(counts):
+            if not count:
+                continue
+            middle = bounds[-1] if index == len(bounds) else ((bounds[index - 1] if index else 0.0) + bounds[index]) / 2
+            n += count
+            total += count * middle
+            squares += count * middle * middle
+        return (n, total, squares) if n > 0 else None
+    if isinstance(latency, Percentiles) and arm.requests > 0:
+        sigma = math.log(latency.p95 / latency.p50) / Z_95_ONE_SIDED if latency.p95 > latency.p50 > 0 else 0.0
+        n, mean = float(arm.requests), latency.mean
+        return n, n * mean, n * mean * mean * math.exp(min(sigma * sigma, 50.0))
+    return None
+
+
+def _increase(condition: Condition, boundary: Boundary, batch: float) -> MeanIncrease:
+    threshold = condition.thresholds["latency_increase"]
+    return MeanIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False))
+
+
+DETECTORS = (DetectorSpec("increase", 1, ("latency_increase",), _increase),)
 EMITS = frozenset(
-    {
+    {fact for spec in DETECTORS for fact in spec.facts()}
+    | {
         "mean_ms",
         "p50_ms",
         "p95_ms",
@@ -94,16 +164,18 @@ class LatencyWindows:
     window: float
     champion: ArmLatency | None = None
     challenger: ArmLatency | None = None
+    detectors: Detectors = ()
 
     @classmethod
-    def start(cls, condition: Condition) -> Self:
-        return cls(condition.window_seconds)
+    def start(cls, condition: Condition, detectors: Sequence[tuple[str, Detector]] = ()) -> Self:
+        return cls(condition.window_seconds, detectors=tuple(detectors))
 
     def add(self, s: Snapshot) -> Self:
         return type(self)(
             self.window,
             self._added(self.champion, s.champion, s.timestamp),
             self._added(self.challenger, s.challenger, s.timestamp),
+            advance(self.detectors, s),
         )
 
     def _added(self, current: ArmLatency | None, arm: Arm, t: float) -> ArmLatency | None:
@@ -134,7 +206,10 @@ class LatencyWindows:
         limit = condition.thresholds.get("concurrent_request_limit")
         if limit and s.challenger.concurrent_requests is not None:
             facts["pool_utilization"] = s.challenger.concurrent_requests / limit
-        return Reading(mine.requests, facts)
+        reading = Reading(mine.requests, facts)
+        for name, detector in self.detectors:
+            detector.read(name, reading)
+        return reading
 
     @property
     def nbytes(self) -> int:

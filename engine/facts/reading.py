@@ -15,6 +15,7 @@ class Reading:
 
     samples: float
     facts: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # fact -> what a sequential statistic says, in words
 
 
 class ConditionWindow(Protocol):

@@ -23,8 +23,58 @@ class ActionSpec:
     required: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SequentialStatistic:
+    """A sequential detector's facts (docs/statistics.md): the stem, the thresholds that set its
+    null and alternative, and the unit and words of its estimate."""
+
+    stem: str  # "accuracy.drop" gives accuracy.drop_alarm, accuracy.drop_evidence, ...
+    condition: str
+    thresholds: tuple[str, ...]
+    unit: str
+    estimate: str
+
+    def rows(self) -> tuple[tuple[str, str, str], ...]:
+        return (
+            (f"{self.stem}_alarm", "0/1", f"1 while the sequential test of {self.estimate} is in alarm (hysteresis)"),
+            (f"{self.stem}_evidence", "nats", f"log e-detector (CUSUM) evidence of {self.estimate}"),
+            (f"{self.stem}_estimate", self.unit, f"{self.estimate} since the evidence last stood at zero"),
+            (f"{self.stem}_low", self.unit, "lower end of that estimate's 95% always-valid interval"),
+            (f"{self.stem}_high", self.unit, "upper end of that estimate's 95% always-valid interval"),
+        )
+
+
+SEQUENTIAL: tuple[SequentialStatistic, ...] = (
+    SequentialStatistic(
+        "accuracy.drop", "accuracy", ("accuracy_degradation_percentage",), "fraction",
+        "the challenger's relative accuracy drop vs the champion",
+    ),
+    SequentialStatistic(
+        "accuracy.floor", "accuracy", ("accuracy_threshold", "accuracy_floor_margin"), "ratio",
+        "the challenger's accuracy below the absolute floor",
+    ),
+    SequentialStatistic(
+        "latency.increase", "latency", ("latency_increase",), "fraction",
+        "the challenger's mean latency increase vs the champion",
+    ),
+    SequentialStatistic(
+        "confidence.drift", "confidence_drift", ("confidence_drift_threshold",), "fraction",
+        "the largest gap between the arms' cumulative confidence shares (binned KS)",
+    ),
+    SequentialStatistic(
+        "errors.increase", "error_rate", ("error_rate_increase",), "fraction",
+        "the challenger's error rate increase vs the champion, in total or by category",
+    ),
+    SequentialStatistic(
+        "throughput.drop", "throughput", ("throughput_degradation_percentage",), "fraction",
+        "the challenger's drop in requests per traffic share vs the champion",
+    ),
+)  # fmt: skip
+
+
 def _facts(*rows: tuple[str, str, str]) -> dict[str, Fact]:
-    return {name: Fact(name, unit, description) for name, unit, description in rows}
+    sequential = (row for statistic in SEQUENTIAL for row in statistic.rows())
+    return {name: Fact(name, unit, description) for name, unit, description in (*rows, *sequential)}
 
 
 FACTS: dict[str, Fact] = _facts(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import FACTS
+from .sequential import sequential_used
 from .durations import parse_duration
 from .expr import Compare, Expr, comparisons, parse
 
@@ -68,6 +69,24 @@ class DecisionRule:
     params: dict[str, Any] | None = None
 
 
+DEFAULT_FALSE_ALARMS_PER_TEST_DAY = 0.01
+DEFAULT_BATCH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """The sequential statistics' promise: at most `false_alarms_per_test_day` alarms, expected,
+    of all of them together on healthy arms, each judging batches of at least `batch_seconds`."""
+
+    false_alarms_per_test_day: float = DEFAULT_FALSE_ALARMS_PER_TEST_DAY
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    sequential: tuple[str, ...] = ()  # stems of the sequential statistics the indicators use
+
+    @property
+    def batches_per_day(self) -> float:
+        return 86_400.0 / self.batch_seconds
+
+
 @dataclass(frozen=True)
 class Policy:
     name: str
@@ -80,6 +99,7 @@ class Policy:
     levels: tuple[Level, ...]
     rules: tuple[DecisionRule, ...]
     notification_channels: tuple[str, ...] = ()
+    statistics: Statistics = Statistics()
 
     @property
     def indicators(self) -> tuple[Indicator, ...]:
@@ -107,6 +127,16 @@ def build_policy(data: dict[str, Any], digest: str, profile: str | None, environ
         levels=levels,
         rules=rules,
         notification_channels=tuple(spec.get("notification_channels", ())),
+        statistics=_statistics(spec),
+    )
+
+
+def _statistics(spec: dict[str, Any]) -> Statistics:
+    body = spec.get("statistics", {})
+    return Statistics(
+        false_alarms_per_test_day=float(body.get("false_alarms_per_test_day", DEFAULT_FALSE_ALARMS_PER_TEST_DAY)),
+        batch_seconds=parse_duration(body["batch"]) if "batch" in body else DEFAULT_BATCH_SECONDS,
+        sequential=tuple(statistic.stem for statistic in sequential_used(spec["conditions"])),
     )
 
 

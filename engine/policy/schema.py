@@ -157,6 +157,21 @@ def _spec() -> dict[str, Any]:
             "rollback_enabled": {"type": "boolean", "description": "false: decisions are advisory"},
             "auto_scaling_enabled": {"type": "boolean"},
             "notification_channels": {"type": "array", "items": {"type": "string"}},
+            "statistics": {
+                "type": "object",
+                "description": "what the sequential statistics promise on healthy arms (docs/statistics.md)",
+                "properties": {
+                    "false_alarms_per_test_day": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": 10,
+                        "description": "expected false alarms per test-day of all sequential statistics together,"
+                        " however often a test is evaluated (default 0.01)",
+                    },
+                    "batch": _duration("least event time a sequential statistic judges at once (default 30s)"),
+                },
+                "additionalProperties": False,
+            },
             "conditions": {
                 "type": "object",
                 "properties": {name: {"$ref": "#/$defs/condition"} for name in CONDITIONS},

@@ -11,12 +11,13 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from . import schema as schemas
-from .catalog import ACTIONS, FACTS
+from .catalog import ACTIONS, FACTS, SequentialStatistic
 from .diagnostics import Diagnostic, Path
 from .documents import Document
 from .durations import parse_duration
 from .expr import ExprError, comparisons, dnf_branches, dnf_terms, parse
 from .overlay import Merged
+from .sequential import sequential_used
 
 # durable_rules 2.0.28 fails with error 303 when more than 64 rules fire on one message
 # (every `or` branch fires separately, the catch-all fires too) and hangs creating a
@@ -90,9 +91,12 @@ def check_effective(merged: Merged, skip: Unreadable | None = None) -> list[Diag
     conditions = spec.get("conditions")
     if isinstance(conditions, dict) and skip.readable(("spec", "conditions")):
         problems += _check_weights(merged, conditions, skip)
+        statistics = sequential_used(conditions)
+        problems += _check_sequential(merged, conditions, statistics, skip)
         for name, body in conditions.items():
             if skip.readable(("spec", "conditions", name)):
-                problems += _check_condition(merged, ("spec", "conditions", name), body, skip)
+                needed = {key for statistic in statistics if statistic.condition == name for key in statistic.thresholds}
+                problems += _check_condition(merged, ("spec", "conditions", name), body, skip, needed)
         problems += _check_size(merged, conditions, skip)
         problems += check_durations(merged, skip)
     levels = spec.get("levels")
@@ -188,7 +192,33 @@ def _usable_thresholds(path: Path, body: dict[str, Any], skip: Unreadable) -> di
     return {key: value if skip.readable((*where, key)) else 1.0 for key, value in thresholds.items()}
 
 
-def _check_condition(merged: Merged, path: Path, body: dict[str, Any], skip: Unreadable) -> Iterator[Diagnostic]:
+def _check_sequential(
+    merged: Merged, conditions: dict[str, Any], statistics: list[SequentialStatistic], skip: Unreadable
+) -> list[Diagnostic]:
+    return list(_missing_thresholds(merged, conditions, statistics, skip))
+
+
+def _missing_thresholds(
+    merged: Merged, conditions: dict[str, Any], statistics: list[SequentialStatistic], skip: Unreadable
+) -> Iterator[Diagnostic]:
+    for statistic in statistics:
+        path: Path = ("spec", "conditions", statistic.condition)
+        body = conditions.get(statistic.condition)
+        if not isinstance(body, dict) or not skip.readable(path):
+            continue
+        thresholds = body.get("thresholds") if isinstance(body.get("thresholds"), dict) else {}
+        for key in statistic.thresholds:
+            if key not in thresholds:
+                yield merged.diagnostic(
+                    (*path, "thresholds"),
+                    "missing-threshold",
+                    f"threshold '{key}' is needed by the sequential statistic {statistic.stem}_*",
+                )
+
+
+def _check_condition(
+    merged: Merged, path: Path, body: dict[str, Any], skip: Unreadable, needed: set[str] = frozenset()
+) -> Iterator[Diagnostic]:
     thresholds = _usable_thresholds(path, body, skip)
     for key, value in (thresholds or {}).items():
         if skip.readable((*path, "thresholds", key)) and (not math.isfinite(value) or abs(value) > MAX_THRESHOLD):
@@ -219,7 +249,7 @@ def _check_condition(merged: Merged, path: Path, body: dict[str, Any], skip: Unr
         used.update(name for leaf in _leaves(expr) for name in leaf)
     if thresholds is not None and parsed_all:  # a broken expression may be the one using a threshold
         for key in thresholds:
-            if key not in used and key not in _ENGINE_THRESHOLDS:
+            if key not in used and key not in needed and key not in _ENGINE_THRESHOLDS:
                 yield merged.diagnostic(
                     (*path, "thresholds", key), "unused-threshold", f"threshold '{key}' is used by no indicator"
                 )
@@ -371,6 +401,11 @@ def check_durations(merged: Merged, skip: Unreadable | None = None) -> Iterator[
     conditions = spec.get("conditions") if isinstance(spec, dict) else None
     if not isinstance(conditions, dict) or not skip.readable(("spec", "conditions")):
         return
+    statistics = spec.get("statistics") if isinstance(spec, dict) else None
+    where = ("spec", "statistics", "batch")
+    if isinstance(statistics, dict) and "batch" in statistics and skip.readable(where):
+        if parse_duration(statistics["batch"]) <= 0:
+            yield merged.diagnostic(where, "duration-invalid", "batch must be longer than zero")
     for name, body in conditions.items():
         for key in ("window", "baseline_window"):
             where = ("spec", "conditions", name, key)

@@ -17,7 +17,7 @@ def condition_results(
     results = []
     for condition in policy.conditions:
         indicators = [
-            _indicator(indicator, derived.facts, held.get(indicator.id, 0.0))
+            _indicator(indicator, derived.facts, derived.notes, held.get(indicator.id, 0.0))
             for indicator in condition.indicators
             if indicator.id in fired
         ]
@@ -52,7 +52,9 @@ def _condition(condition: Condition, indicators: list[IndicatorResult], derived:
     )
 
 
-def _indicator(indicator: Indicator, facts: Mapping[str, float], held: float) -> IndicatorResult:
+def _indicator(
+    indicator: Indicator, facts: Mapping[str, float], notes: Mapping[str, str], held: float
+) -> IndicatorResult:
     true_leaves = [leaf for leaf in indicator.leaves if evaluate(leaf, facts)]
     first = true_leaves[0] if true_leaves else None
     return IndicatorResult(
@@ -64,7 +66,7 @@ def _indicator(indicator: Indicator, facts: Mapping[str, float], held: float) ->
         for_seconds=indicator.for_seconds,
         observed=facts.get(first.fact) if first else None,
         threshold=_bound(first, facts) if first else None,
-        detail=" and ".join(_describe(leaf, facts) for leaf in true_leaves),
+        detail=" and ".join(_describe(leaf, facts, notes) for leaf in true_leaves),
     )
 
 
@@ -75,9 +77,11 @@ def _bound(leaf: Compare, facts: Mapping[str, float]) -> float | None:
     return other * leaf.factor if other is not None else None
 
 
-def _describe(leaf: Compare, facts: Mapping[str, float]) -> str:
+def _describe(leaf: Compare, facts: Mapping[str, float], notes: Mapping[str, str]) -> str:
     bound = _bound(leaf, facts)
     text = f"{leaf.fact} {short(facts.get(leaf.fact))} {leaf.op} {short(bound)}"
     if leaf.other is not None:
         text += f" ({leaf.other} x {short(leaf.factor)})"
+    if leaf.fact in notes:  # a sequential statistic: which boundary it crossed, its estimate and interval
+        text += f": {notes[leaf.fact]}"
     return text

@@ -1,0 +1,157 @@
+"""A sequential detector of one comparison between the arms, as an immutable value.
+
+Snapshots add their numbers to a pending batch; a batch closes once it spans the policy's
+batch length and holds enough data, and each of the comparison's components then turns it
+into an e-value that moves its CUSUM run (`stats.sequential`). Batches are at least `batch`
+seconds of event time apart, so a test-day holds at most 86,400 / batch of them whatever
+the snapshot rate: the count the false-alarm budget is spent over.
+
+A facts module supplies the comparison: how a snapshot adds to the batch, what a closed batch
+says per component, and how the internal scale (a log ratio, a CDF gap) reads to a person.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from ..contract import Snapshot
+from ..contract.times import format_time
+from ..policy.model import Condition
+from ..stats.sequential import Boundary, Run
+from .reading import Reading
+
+ALARM_SUFFIXES = ("alarm", "evidence", "estimate", "low", "high")
+
+
+class Evidence(NamedTuple):
+    """What one closed batch says about one component, on the comparison's internal scale."""
+
+    log_e: float  # log e-value of the batch against the null
+    estimate: float  # the batch's estimate of the effect
+    variance: float  # its variance
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the policy asks of one detector: the null and alternative effects on the internal
+    scale, where it alarms, the batch length, and the confidence sequence's mixing scale."""
+
+    null: float
+    alternative: float
+    boundary: Boundary
+    batch_seconds: float
+
+    @property
+    def rho(self) -> float:
+        """Mixture scale tuned to the information that resolves the indifference zone."""
+        gap = abs(self.alternative - self.null) or 1.0
+        return 2.0 * self.boundary.enter / (gap * gap)
+
+
+class Comparison(Protocol):
+    """One comparison of the arms: stateless, picklable, built from the policy."""
+
+    settings: Settings
+
+    @property
+    def components(self) -> Sequence[str]: ...
+
+    def row(self, s: Snapshot) -> tuple[float, ...] | None:
+        """This snapshot's contribution to the pending batch, or None when it carries none."""
+
+    def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
+        """Each component's evidence from a whole batch; None while the batch holds too little."""
+
+    def shown(self, internal: float) -> float:
+        """The internal scale as a person reads it (a relative drop, a CDF gap); monotone."""
+
+    def describe(self, component: int) -> str:
+        """What one component measures, in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    comparison: Comparison
+    runs: tuple[Run, ...]
+    pending: tuple[float, ...] | None = None
+    began: float | None = None  # start time of the pending batch
+
+    @classmethod
+    def start(cls, comparison: Comparison) -> Detector:
+        return cls(comparison, tuple(Run() for _ in comparison.components))
+
+    def add(self, s: Snapshot) -> Detector:
+        row = self.comparison.row(s)
+        if row is None:
+            return self
+        if self.pending is None or self.began is None:
+            pending, began = row, s.timestamp - s.interval_seconds
+        else:
+            pending, began = tuple(a + b for a, b in zip(self.pending, row, strict=True)), self.began
+        settings = self.comparison.settings
+        if s.timestamp - began < settings.batch_seconds * (1 - 1e-9):
+            return Detector(self.comparison, self.runs, pending, began)
+        judged = self.comparison.judge(pending)
+        if judged is None:
+            return Detector(self.comparison, self.runs, pending, began)
+        runs = tuple(
+            run if evidence is None else run.update(*evidence, began, settings.boundary)
+            for run, evidence in zip(self.runs, judged, strict=True)
+        )
+        return Detector(self.comparison, runs)
+
+    def read(self, name: str, reading: Reading) -> None:
+        """Put `name`_alarm, _evidence and, for the strongest component, its run's estimate and
+        always-valid interval into the reading, with a sentence for the reasons."""
+        comparison, boundary = self.comparison, self.comparison.settings.boundary
+        strongest = max(range(len(self.runs)), key=lambda i: (self.runs[i].alarm, self.runs[i].evidence))
+        run = self.runs[strongest]
+        facts = reading.facts
+        facts[f"{name}_alarm"] = 1.0 if any(r.alarm for r in self.runs) else 0.0
+        facts[f"{name}_evidence"] = run.evidence
+        words = f"log-evidence {run.evidence:.1f} (alarm at {boundary.enter:.1f}, clears below {boundary.exit:.1f})"
+        interval = run.interval(comparison.settings.rho)
+        if run.estimate is not None and interval is not None and run.since is not None:
+            ends = sorted((comparison.shown(interval[0]), comparison.shown(interval[1])))
+            estimate = comparison.shown(run.estimate)
+            facts[f"{name}_estimate"], facts[f"{name}_low"], facts[f"{name}_high"] = estimate, ends[0], ends[1]
+            words = (
+                f"{comparison.describe(strongest)} {_figure(estimate)} "
+                f"[{_figure(ends[0])}, {_figure(ends[1])}] since {format_time(run.since)}; {words}"
+            )
+        reading.notes[f"{name}_alarm"] = words
+
+
+def _figure(value: float) -> str:
+    return f"{value:+.1%}" if abs(value) < 10 else f"{value:+.3g}"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """A detector a facts module offers: its fact stem, its components, the thresholds that set
+    its null and alternative, and how to build its comparison from the policy."""
+
+    name: str  # the stem of its facts: "drop" gives drop_alarm, drop_evidence, ...
+    components: int
+    needs: tuple[str, ...]  # threshold keys of its condition
+    build: Callable[[Condition, Boundary, float], Comparison]
+
+    def facts(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}_{suffix}" for suffix in ALARM_SUFFIXES)
+
+
+def relative_settings(threshold: float, boundary: Boundary, batch_seconds: float, *, worse_is_lower: bool) -> Settings:
+    """A relative change that matters, as a log ratio: the alternative is the policy's
+    threshold, the null half of it (the indifference zone between them is never promised)."""
+    alternative = -math.log1p(-threshold) if worse_is_lower else math.log1p(threshold)
+    return Settings(alternative / 2, alternative, boundary, batch_seconds)
+
+
+Detectors = tuple[tuple[str, Detector], ...]  # a window's detectors by fact stem
+
+
+def advance(detectors: Detectors, s: Snapshot) -> Detectors:
+    return tuple((name, detector.add(s)) for name, detector in detectors)
