@@ -63,10 +63,10 @@ def test_validate_reports_schema_and_semantic_errors_in_one_run(
     code, out, err = run(capsys, "policy", "validate", str(policy_dir))
     assert code == 1
     weights, severity = out.splitlines()
-    assert weights.startswith(f"{default}:17: spec.conditions: weights sum to 1.05, not 1 (accuracy 0.3, ")
+    assert weights.startswith(f"{default}:30: spec.conditions: weights sum to 1.05, not 1 (accuracy 0.3, ")
     assert weights.endswith("[weights-sum]")
     assert severity == (
-        f"{default}:33: spec.conditions.accuracy.indicators[0].severity: 1.6 is greater than the maximum of 1 "
+        f"{default}:45: spec.conditions.accuracy.indicators[0].severity: 1.6 is greater than the maximum of 1 "
         "[schema-maximum]"
     )
     assert err == "2 errors\n"
@@ -170,7 +170,8 @@ def test_diff_judges_threshold_direction(capsys: pytest.CaptureFixture[str], pol
         .replace("accuracy_threshold: 0.85", "accuracy_threshold: 0.9")
         .replace("error_rate_threshold: 0.05", "error_rate_threshold: 0.07")
         .replace("for: 10m", "for: 5m")
-        .replace("when: errors.rate > error_rate_baseline", "when: errors.rate > 0.02")
+        .replace("when: errors.increase_alarm >= 1", "when: errors.rate > 0.02")
+        .replace("false_alarms_per_test_day: 0.01", "false_alarms_per_test_day: 0.05")
         .replace("name: high_risk\n        if: {min_score: 0.8}", "name: high_risk\n        if: {min_score: 0.75}")
     )
     code, out, _ = run(capsys, "policy", "diff", str(old), str(new), "--format", "json")
@@ -179,12 +180,11 @@ def test_diff_judges_threshold_direction(capsys: pytest.CaptureFixture[str], pol
     assert changes["spec.conditions.accuracy.thresholds.accuracy_threshold"]["effect"] == "stricter"
     assert changes["spec.conditions.error_rate.thresholds.error_rate_threshold"]["effect"] == "looser"
     assert changes["spec.conditions.accuracy.indicators.below_threshold_sustained.for"]["effect"] == "stricter"
-    assert (
-        changes["spec.conditions.error_rate.indicators.above_baseline.when"]["old"]
-        == "errors.rate > error_rate_baseline"
-    )
+    assert changes["spec.conditions.error_rate.indicators.above_baseline.when"]["old"] == "errors.increase_alarm >= 1"
     assert changes["spec.decision.rules.high_risk.if.min_score"]["effect"] == "stricter"
-    assert len(changes) == 5
+    budget = changes["spec.statistics.false_alarms_per_test_day"]
+    assert (budget["old"], budget["new"], budget["effect"]) == (0.01, 0.05, "stricter")
+    assert len(changes) == 6
 
 
 def test_diff_literal_in_expression(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_compiled_ruleset_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert list(rules)[-1] == "abguard.catch_all"
     assert rules["abguard.catch_all"]["pri"] > max(r["pri"] for k, r in rules.items() if k != "abguard.catch_all")
     assert rules["accuracy.significant_regression"]["pri"] < rules["accuracy.sudden_drop"]["pri"]
-    assert len(rules) == 1 + 40
+    assert len(rules) == 1 + 39
 
 
 def test_facts_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:

@@ -145,11 +145,12 @@ def test_decision_explains_itself(policy) -> None:  # type: ignore[no-untyped-de
     decision = evaluate_all(evaluator, [snapshot(step=s, correct=int(6000 * 0.8)) for s in range(2)])[-1]
     accuracy = next(c for c in decision["conditions"] if c["name"] == "accuracy")
     below = next(i for i in accuracy["indicators"] if i["name"] == "accuracy.below_threshold")
-    assert below["observed"] == pytest.approx(0.8)
-    assert below["threshold"] == 0.85
-    assert below["held_seconds"] == 30
+    assert (below["observed"], below["threshold"], below["held_seconds"]) == (1.0, 1.0, 30)
+    # a sequential statistic says which boundary it crossed, its estimate and always-valid interval
+    assert below["detail"].startswith("accuracy.floor_alarm 1 >= 1: challenger accuracy (floor 0.85) 80.0% [")
+    assert "since 2026-11-24T09:00:00Z; log-evidence 30.1 (alarm at 15.1, clears below 7.5)" in below["detail"]
     assert accuracy["contribution"] == pytest.approx(accuracy["weight"] * accuracy["severity"])
-    assert "accuracy.challenger 0.8 < 0.85" in decision["reason"]
+    assert below["detail"] in decision["reason"]
     assert decision["policy"]["digest"].startswith("sha256:")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,19 @@ CUT_BACK = {Action.REDUCE_ROLLOUT, Action.ROLLBACK, Action.IMMEDIATE_ROLLBACK}
 @pytest.fixture(scope="module")
 def evaluator() -> Evaluator:
     return Evaluator(SOURCE.load())
+
+
+@pytest.fixture(scope="module")
+def peeking(tmp_path_factory: pytest.TempPathFactory) -> PolicySource:
+    """The default policy with sudden_drop on the 15-minute window's relative drop, re-tested at a
+    fixed level on every snapshot: the peeking design that cuts back healthy tests."""
+    folder = tmp_path_factory.mktemp("peeking") / "policies"
+    shutil.copytree(ROOT / "policies", folder)
+    default = folder / "default.yaml"
+    text = default.read_text()
+    assert text.count("when: accuracy.drop_alarm >= 1\n") == 1
+    default.write_text(text.replace("when: accuracy.drop_alarm >= 1\n", "when: accuracy.relative_drop > 0.02\n"))
+    return PolicySource(str(folder))
 
 
 def totals(config: StreamConfig, seed: int, arm: str, key: str, after: float = 0.0) -> int:
@@ -131,7 +145,7 @@ def test_latency_error_and_confidence_effects_show_in_the_challenger_only() -> N
     champion_requests, challenger_requests = summed("champion", "requests"), summed("challenger", "requests")
     above_2ms = [latency(arm)[BOUNDS.index(2.0) + 1 :].sum() / total
                  for arm, total in (("champion", champion_requests), ("challenger", challenger_requests))]  # fmt: skip
-    assert above_2ms[0] < 0.03 and above_2ms[1] > 0.3
+    assert above_2ms[0] < 0.03 and above_2ms[1] > 0.2
     errors = [sum(sum(r[arm]["errors"].values()) for r in rows) / total
               for arm, total in (("champion", champion_requests), ("challenger", challenger_requests))]  # fmt: skip
     assert errors[0] == pytest.approx(0.01, rel=0.02)
@@ -185,11 +199,12 @@ def test_an_obvious_regression_is_caught_quickly(evaluator: Evaluator) -> None:
         assert Action.IMMEDIATE_ROLLBACK.rank in run.actions[run.times > effect.at].tolist()
 
 
-def test_the_runner_reports_what_the_decisions_say(evaluator: Evaluator) -> None:
+def test_the_runner_reports_what_the_decisions_say(peeking: PolicySource) -> None:
     """A seeded A/A run: episodes, at-risk days, tests and decisions recounted from the engine's own decisions."""
+    evaluator = Evaluator(peeking.load())
     config = StreamConfig(hours=3, label_rate=2, traffic="diurnal")
     spec = StudySpec("aa", config, tests=3, seed=5)
-    (study,) = run_studies(SOURCE, [spec], policy=evaluator.policy)
+    (study,) = run_studies(peeking, [spec], policy=evaluator.policy)
     episodes = at_risk = cut = with_any = 0
     for index in range(3):
         evaluator.restart("check")
@@ -202,7 +217,7 @@ def test_the_runner_reports_what_the_decisions_say(evaluator: Evaluator) -> None
         with_any += starts > 0
         assert study.runs[index].actions.tolist() == [a.rank for a in actions]
     found = false_cutbacks(study)
-    assert found.rate.count == episodes and episodes > 0  # the default policy cuts back healthy tests
+    assert found.rate.count == episodes and episodes > 0  # the peeking policy cuts back healthy tests
     assert found.rate.days == pytest.approx(at_risk * 30 / 86_400)
     assert (found.tests_cut_back, found.cutback_decisions, found.decisions) == (with_any, cut, 3 * config.steps)
     assert found.rate.low < found.rate.rate < found.rate.high

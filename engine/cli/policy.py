@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from .. import policytest
+from ..facts import sequential_plan
+from ..policy import Policy
 from ..policy import schema as schemas
 from ..policy.catalog import ACTIONS, FACTS
 from ..policy.compiler import compile_policy
@@ -121,12 +123,43 @@ def run_show(args: argparse.Namespace) -> int:
             "environment": policy.environment,
         },
         "spec": data["spec"],
+        "guarantees": guarantees(policy),
     }
     if args.format == "json":
         print(json.dumps(document, indent=2))
     else:
         print(yaml.safe_dump(document, sort_keys=False, width=120), end="")
     return OK
+
+
+def guarantees(policy: Policy) -> dict[str, Any]:
+    """What the policy's sequential statistics promise, derived from it: shown, never edited."""
+    statistics, conditions = policy.statistics, {c.name: c for c in policy.conditions}
+    rows = []
+    for planned in sequential_plan(policy):
+        comparison = planned.spec.build(conditions[planned.condition], planned.boundary, statistics.batch_seconds)
+        settings = comparison.settings
+        rows.append(
+            {
+                "statistic": planned.stem,
+                "components": planned.spec.components,
+                "healthy_up_to": round(comparison.shown(settings.null), 6),
+                "tuned_to_catch": round(comparison.shown(settings.alternative), 6),
+                "alarm_at_nats": round(planned.boundary.enter, 3),
+                "clears_below_nats": round(planned.boundary.exit, 3),
+            }
+        )
+    return {
+        "promise": (
+            f"on healthy arms the {len(rows)} sequential statistics together enter at most "
+            f"{statistics.false_alarms_per_test_day:g} false alarms per test-day, expected, however often a test is "
+            f"evaluated, and for any true effect no worse than each statistic's healthy_up_to; each is tuned "
+            f"to catch the effect tuned_to_catch (docs/statistics.md)"
+        ),
+        "false_alarms_per_test_day": statistics.false_alarms_per_test_day,
+        "batch_seconds": statistics.batch_seconds,
+        "statistics": rows,
+    }
 
 
 def run_compile(args: argparse.Namespace) -> int:

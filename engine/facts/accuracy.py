@@ -70,6 +70,7 @@ class BelowFloor:
     settings: Settings
     floor: float
     components: Sequence[str] = ("floor",)
+    signed = False  # it reports an accuracy, not a change
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         challenger = s.challenger

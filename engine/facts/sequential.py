@@ -24,6 +24,7 @@ from ..stats.sequential import Boundary, Run
 from .reading import Reading
 
 ALARM_SUFFIXES = ("alarm", "evidence", "estimate", "low", "high")
+SHOWN_LIMIT = 700.0  # internal values are log ratios at most: exp(700) is still a float
 
 
 class Evidence(NamedTuple):
@@ -54,7 +55,8 @@ class Settings:
 class Comparison(Protocol):
     """One comparison of the arms: stateless, picklable, built from the policy."""
 
-    settings: Settings
+    @property
+    def settings(self) -> Settings: ...
 
     @property
     def components(self) -> Sequence[str]: ...
@@ -107,7 +109,7 @@ class Detector:
         """Put `name`_alarm, _evidence and, for the strongest component, its run's estimate and
         always-valid interval into the reading, with a sentence for the reasons."""
         comparison, boundary = self.comparison, self.comparison.settings.boundary
-        strongest = max(range(len(self.runs)), key=lambda i: (self.runs[i].alarm, self.runs[i].evidence))
+        strongest = max(range(len(self.runs)), key=self._strength)
         run = self.runs[strongest]
         facts = reading.facts
         facts[f"{name}_alarm"] = 1.0 if any(r.alarm for r in self.runs) else 0.0
@@ -115,18 +117,32 @@ class Detector:
         words = f"log-evidence {run.evidence:.1f} (alarm at {boundary.enter:.1f}, clears below {boundary.exit:.1f})"
         interval = run.interval(comparison.settings.rho)
         if run.estimate is not None and interval is not None and run.since is not None:
-            ends = sorted((comparison.shown(interval[0]), comparison.shown(interval[1])))
-            estimate = comparison.shown(run.estimate)
+            ends = sorted((self._shown(interval[0]), self._shown(interval[1])))
+            estimate = self._shown(run.estimate)
             facts[f"{name}_estimate"], facts[f"{name}_low"], facts[f"{name}_high"] = estimate, ends[0], ends[1]
+            signed = getattr(comparison, "signed", True)
             words = (
-                f"{comparison.describe(strongest)} {_figure(estimate)} "
-                f"[{_figure(ends[0])}, {_figure(ends[1])}] since {format_time(run.since)}; {words}"
+                f"{comparison.describe(strongest)} {_figure(estimate, signed)} "
+                f"[{_figure(ends[0], signed)}, {_figure(ends[1], signed)}] since {format_time(run.since)}; {words}"
             )
         reading.notes[f"{name}_alarm"] = words
 
+    def _strength(self, index: int) -> tuple[bool, float, float]:
+        """Components in alarm first, the largest estimated effect among them (the KS distance is
+        the largest gap), then the most evidence."""
+        run = self.runs[index]
+        estimate = run.estimate
+        size = self._shown(estimate) if run.alarm and estimate is not None else -math.inf
+        return run.alarm, size, run.evidence
 
-def _figure(value: float) -> str:
-    return f"{value:+.1%}" if abs(value) < 10 else f"{value:+.3g}"
+    def _shown(self, internal: float) -> float:
+        """The person's scale of an internal value, kept where exp() of it is finite."""
+        return self.comparison.shown(max(-SHOWN_LIMIT, min(SHOWN_LIMIT, internal)))
+
+
+def _figure(value: float, signed: bool) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.1%}" if abs(value) < 10 else f"{value:{sign}.3g}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class SequentialStatistic:
     thresholds: tuple[str, ...]
     unit: str
     estimate: str
+    floors: tuple[str, ...] = ()  # thresholds a statistic holds the challenger above: raising them is stricter
 
     def rows(self) -> tuple[tuple[str, str, str], ...]:
         return (
@@ -51,7 +52,7 @@ SEQUENTIAL: tuple[SequentialStatistic, ...] = (
     ),
     SequentialStatistic(
         "accuracy.floor", "accuracy", ("accuracy_threshold", "accuracy_floor_margin"), "ratio",
-        "the challenger's accuracy below the absolute floor",
+        "the challenger's accuracy below the absolute floor", ("accuracy_threshold",),
     ),
     SequentialStatistic(
         "latency.increase", "latency", ("latency_increase",), "fraction",

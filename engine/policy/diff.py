@@ -15,6 +15,7 @@ from .catalog import FACTS
 from .diagnostics import Path, format_path
 from .durations import parse_duration
 from .expr import Compare, ExprError, comparisons, parse
+from .sequential import sequential_used
 
 _MISSING = object()
 _NAMED = ("indicators", "rules", "levels")
@@ -70,6 +71,8 @@ def _judged(change: Change, old_doc: Any, new_doc: Any) -> Change:
             effect = _indicator_effect(parts[5], change.old, change.new, old_doc, new_doc, parts[2])
         elif parts[:3] == ["spec", "decision", "rules"] and len(parts) == 6 and parts[4] == "if":
             effect = _rule_effect(parts[5], change.old, change.new)
+        elif parts == ["spec", "statistics", "false_alarms_per_test_day"]:
+            effect = "stricter" if change.new > change.old else "looser" if change.new < change.old else ""
     except (ExprError, ValueError, KeyError, TypeError):
         effect = ""
     return Change(change.path, change.old, change.new, effect)
@@ -95,6 +98,11 @@ def _threshold_effect(old_doc: Any, new_doc: Any, condition: str, name: str) -> 
             x, y = (a.value, b.value) if a.other is None else (a.factor, b.factor)
             if x is not None and y is not None and x != y:
                 effects.add(_direction([_effective_op(a)], raised=y > x))
+    old_value, new_value = old_body["thresholds"][name], new_body["thresholds"][name]
+    for statistic in sequential_used(new_doc["spec"]["conditions"]):
+        if statistic.condition == condition and name in statistic.thresholds and old_value != new_value:
+            # a statistic alarms on a smaller change once its threshold is lowered, or its floor raised
+            effects.add("stricter" if (new_value > old_value) == (name in statistic.floors) else "looser")
     effects.discard("")
     return effects.pop() if len(effects) == 1 else ("mixed" if effects else "")
 

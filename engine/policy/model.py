@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import FACTS
-from .sequential import sequential_used
 from .durations import parse_duration
 from .expr import Compare, Expr, comparisons, parse
+from .sequential import sequential_used
 
 
 @dataclass(frozen=True)

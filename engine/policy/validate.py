@@ -95,7 +95,7 @@ def check_effective(merged: Merged, skip: Unreadable | None = None) -> list[Diag
         problems += _check_sequential(merged, conditions, statistics, skip)
         for name, body in conditions.items():
             if skip.readable(("spec", "conditions", name)):
-                needed = {key for statistic in statistics if statistic.condition == name for key in statistic.thresholds}
+                needed = frozenset(key for stat in statistics if stat.condition == name for key in stat.thresholds)
                 problems += _check_condition(merged, ("spec", "conditions", name), body, skip, needed)
         problems += _check_size(merged, conditions, skip)
         problems += check_durations(merged, skip)
@@ -194,19 +194,14 @@ def _usable_thresholds(path: Path, body: dict[str, Any], skip: Unreadable) -> di
 
 def _check_sequential(
     merged: Merged, conditions: dict[str, Any], statistics: list[SequentialStatistic], skip: Unreadable
-) -> list[Diagnostic]:
-    return list(_missing_thresholds(merged, conditions, statistics, skip))
-
-
-def _missing_thresholds(
-    merged: Merged, conditions: dict[str, Any], statistics: list[SequentialStatistic], skip: Unreadable
 ) -> Iterator[Diagnostic]:
     for statistic in statistics:
         path: Path = ("spec", "conditions", statistic.condition)
         body = conditions.get(statistic.condition)
-        if not isinstance(body, dict) or not skip.readable(path):
+        if not isinstance(body, dict) or not skip.readable((*path, "thresholds")):
             continue
-        thresholds = body.get("thresholds") if isinstance(body.get("thresholds"), dict) else {}
+        found = body.get("thresholds")
+        thresholds: dict[str, Any] = found if isinstance(found, dict) else {}
         for key in statistic.thresholds:
             if key not in thresholds:
                 yield merged.diagnostic(
@@ -217,7 +212,7 @@ def _missing_thresholds(
 
 
 def _check_condition(
-    merged: Merged, path: Path, body: dict[str, Any], skip: Unreadable, needed: set[str] = frozenset()
+    merged: Merged, path: Path, body: dict[str, Any], skip: Unreadable, needed: frozenset[str] = frozenset()
 ) -> Iterator[Diagnostic]:
     thresholds = _usable_thresholds(path, body, skip)
     for key, value in (thresholds or {}).items():
@@ -402,10 +397,9 @@ def check_durations(merged: Merged, skip: Unreadable | None = None) -> Iterator[
     if not isinstance(conditions, dict) or not skip.readable(("spec", "conditions")):
         return
     statistics = spec.get("statistics") if isinstance(spec, dict) else None
-    where = ("spec", "statistics", "batch")
-    if isinstance(statistics, dict) and "batch" in statistics and skip.readable(where):
-        if parse_duration(statistics["batch"]) <= 0:
-            yield merged.diagnostic(where, "duration-invalid", "batch must be longer than zero")
+    batch = statistics.get("batch") if isinstance(statistics, dict) else None
+    if batch is not None and skip.readable(("spec", "statistics", "batch")) and parse_duration(batch) <= 0:
+        yield merged.diagnostic(("spec", "statistics", "batch"), "duration-invalid", "batch must be longer than zero")
     for name, body in conditions.items():
         for key in ("window", "baseline_window"):
             where = ("spec", "conditions", name, key)
