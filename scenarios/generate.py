@@ -87,7 +87,12 @@ Change = Callable[[int, Arm], None]  # (minute, challenger) -> mutate
 
 
 def stream(
-    test_id: str, minutes: int, change: Change | None = None, seed: int = 7, rollout: float = 10.0
+    test_id: str,
+    minutes: int,
+    change: Change | None = None,
+    seed: int = 7,
+    rollout: float = 10.0,
+    champion_labels: float | None = None,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
@@ -95,6 +100,8 @@ def stream(
         minute = step * INTERVAL // 60
         total_rps = 40000 * (1 + 0.03 * np.sin(step / 20))
         champion = Arm(rps=total_rps * (1 - rollout / 100))
+        if champion_labels is not None:
+            champion.label_share = champion_labels
         challenger = Arm(rps=total_rps * rollout / 100)
         if change:
             change(minute, challenger)
@@ -136,6 +143,11 @@ SCENARIOS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "error_storm": lambda: stream("error-storm", 30, after(15, error_rate=0.14, retry_failure=0.4)),
     "confidence_drift": lambda: stream("confidence-drift", 40, after(20, confidence=DRIFTED_CONFIDENCE)),
     "sparse_labels": lambda: stream("sparse-labels", 30, after(0, label_share=0.00002)),
+    # every request labeled (~10^6 labels a snapshot): a 1% relative drop is highly significant
+    # and practically irrelevant (the policy's threshold is 5%)
+    "tiny_accuracy_drop": lambda: stream(
+        "tiny-accuracy-drop", 40, both(after(0, label_share=1.0), after(0, accuracy=0.891)), champion_labels=1.0
+    ),
     "sustained_medium_risk": lambda: stream(
         "sustained-medium-risk",
         45,

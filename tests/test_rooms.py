@@ -24,10 +24,10 @@ from engine.contract import (
     TestStatus,
     parse_snapshot,
 )
-from engine.facts import MODULES, emitted_facts
+from engine.facts import DETECTORS, MODULES, emitted_facts, sequential_plan
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
-from engine.policy.catalog import FACTS
+from engine.policy.catalog import FACTS, SEQUENTIAL
 from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,20 @@ POLICY = load_effective([str(ROOT / "policies")])
 def test_the_catalog_lists_exactly_the_facts_the_engine_emits() -> None:
     """Every catalog fact is one a condition module declares, and every declared fact is in the catalog."""
     assert set(FACTS) == emitted_facts()
+
+
+def test_the_catalogs_sequential_statistics_are_the_detectors_the_modules_offer() -> None:
+    """Validation reads the catalog (stem, condition, thresholds); the engine runs the modules'
+    detectors: the two lists are one."""
+    offered = {
+        (f"{MODULES[condition].PREFIX}.{spec.name}", condition, spec.needs)
+        for condition, specs in DETECTORS.items()
+        for spec in specs
+    }
+    assert offered == {(s.stem, s.condition, s.thresholds) for s in SEQUENTIAL}
+    assert (
+        {p.stem for p in sequential_plan(POLICY)} == set(POLICY.statistics.sequential) == {s.stem for s in SEQUENTIAL}
+    )
 
 
 def test_every_declared_fact_is_emitted_by_some_stream() -> None:

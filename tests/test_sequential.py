@@ -3,9 +3,12 @@ would fail if an e-value were mis-scaled, a boundary misplaced or a detector slo
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from engine.facts.confidence import DistributionShift
 from engine.facts.errors import RateIncrease
 from engine.facts.sequential import Comparison, Detector, Settings, relative_settings
 from engine.facts.throughput import ShareDrop
+from engine.pipeline import Evaluator
+from engine.policy import load_effective
 from engine.stats.sequential import (
     Boundary,
     Run,
@@ -26,6 +31,7 @@ from engine.stats.sequential import (
     gaussian_log_e,
     mixture_half_width,
 )
+from tests.conftest import snapshot
 
 
 @pytest.mark.parametrize(("estimate", "variance", "null", "alternative"), [(0.03, 1e-4, 0.025, 0.05), (-1, 4, 0, -2)])
@@ -187,6 +193,7 @@ def _snapshot(
 
 
 LEVEL = 5.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("labels", [30, 60, 200])
@@ -287,3 +294,38 @@ def test_a_batch_waits_for_its_length_and_its_least_data() -> None:
     for s in snapshots:
         sparse = sparse.add(replace(s, champion=replace(s.champion, labeled=4, correct=3)))
     assert sparse.began == t0 and sparse.runs == (Run(),)  # 24 champion labels in 60 s: not judged yet
+
+
+def test_a_tiny_significant_drop_at_a_million_labels_is_not_acted_on() -> None:
+    """scenarios/tiny_accuracy_drop.jsonl: the windowed test calls a 1% relative drop significant
+    (p < 1e-6) on ~10^6 labels a snapshot, the sequential statistic's evidence stays at zero (the
+    null is 2.5%), and accuracy stays ok: significance alone never cuts traffic."""
+    policy = load_effective([str(ROOT / "policies")])
+    evaluator = Evaluator(policy)
+    rows = [json.loads(line) for line in (ROOT / "scenarios" / "tiny_accuracy_drop.jsonl").read_text().splitlines()]
+    for row in rows:
+        decision = evaluator.evaluate(parse_snapshot(row))
+        assert next(c for c in decision.conditions if c.name == "accuracy").status == "ok"
+    last = parse_snapshot(rows[-1])
+    facts = evaluator.state(last.test_id).windows.read(last, policy).facts
+    assert facts["accuracy.p_value"] < 1e-6
+    assert facts["accuracy.relative_drop"] == pytest.approx(0.01, abs=0.003)
+    assert facts["accuracy.samples"] > 10**6
+    assert (facts["accuracy.drop_alarm"], facts["accuracy.drop_evidence"]) == (0.0, 0.0)
+
+
+def test_a_detectors_state_does_not_grow_with_the_tests_age() -> None:
+    """O(1) per statistic: the default policy's detectors pickle to the same size after 2 h and
+    after 24 h of 30 s snapshots (the windows are bounded separately)."""
+    policy = load_effective([str(ROOT / "policies")])
+    evaluator = Evaluator(policy)
+    first = parse_snapshot(snapshot("age", 0))
+    windows = evaluator.state("age").windows
+    sizes = {}
+    for step in range(24 * 120):
+        windows = windows.add(replace(first, timestamp=first.timestamp + 30 * step))
+        if step + 1 in (240, 24 * 120):
+            detectors = [getattr(w, "detectors", ()) for w in windows.windows.values()]
+            assert sum(len(d) for d in detectors) == len(policy.statistics.sequential)
+            sizes[step + 1] = len(pickle.dumps(detectors))
+    assert sizes[24 * 120] <= sizes[240] + 64

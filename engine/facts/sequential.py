@@ -53,7 +53,8 @@ class Settings:
 
 
 class Comparison(Protocol):
-    """One comparison of the arms: stateless, picklable, built from the policy."""
+    """One comparison of the arms: stateless, picklable, built from the policy. Its internal
+    scale grows with the harm (a larger drop, gap or increase), its null and alternative too."""
 
     @property
     def settings(self) -> Settings: ...
@@ -131,8 +132,8 @@ class Detector:
         """Components in alarm first, the largest estimated effect among them (the KS distance is
         the largest gap), then the most evidence."""
         run = self.runs[index]
-        estimate = run.estimate
-        size = self._shown(estimate) if run.alarm and estimate is not None else -math.inf
+        estimate = run.estimate  # internal scales grow with the harm: a larger drop, gap or increase
+        size = estimate if run.alarm and estimate is not None else -math.inf
         return run.alarm, size, run.evidence
 
     def _shown(self, internal: float) -> float:
