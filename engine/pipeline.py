@@ -66,10 +66,18 @@ class Engine:
 
     policy: Policy
     ruleset: CompiledRuleset
+    asked: frozenset[str]  # the facts some indicator compares: all the ruleset can see
 
     @classmethod
     def of(cls, policy: Policy) -> Engine:
-        return cls(policy, register(policy))
+        return cls(policy, register(policy), asked_facts(policy))
+
+
+def asked_facts(policy: Policy) -> frozenset[str]:
+    """Only these facts go to the rule engine: a fact no rule names cannot change what fires,
+    and every fact sent costs JSON encoding and matching."""
+    leaves = (leaf for indicator in policy.indicators for leaf in indicator.leaves)
+    return frozenset(name for leaf in leaves for name in (leaf.fact, leaf.other) if name is not None)
 
 
 def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision, TestState]:
@@ -90,7 +98,8 @@ def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision
 
     windows = state.windows.add(snapshot)
     derived = windows.read(snapshot, policy)
-    fired = set(engine.ruleset.fire(derived.facts))
+    facts = derived.facts
+    fired = set(engine.ruleset.fire({name: facts[name] for name in engine.asked if name in facts}))
     indicator_since = _advance(state.indicator_since, fired, t, continuous)
     held = {key: t - start for key, start in indicator_since.items()}
 
@@ -124,7 +133,7 @@ class Evaluator:
     """Decisions for any number of tests under one effective policy, held in memory."""
 
     def __init__(self, policy: Policy, ruleset: CompiledRuleset | None = None) -> None:
-        self.engine = Engine(policy, ruleset or register(policy))
+        self.engine = Engine(policy, ruleset or register(policy), asked_facts(policy))
         self.tests: dict[str, TestState] = {}
 
     @property

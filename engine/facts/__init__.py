@@ -11,7 +11,7 @@ window and reports `error`; the other conditions go on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
@@ -104,7 +104,7 @@ class Derived:
     """Facts for the rule engine (prefixed names), and each condition's samples, conclusiveness, errors."""
 
     facts: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # fact -> what a sequential statistic says, in words
+    notes: dict[str, Callable[[], str]] = field(default_factory=dict)  # fact -> says a statistic in words, on demand
     samples: dict[str, float] = field(default_factory=dict)
     conclusive: dict[str, bool] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)

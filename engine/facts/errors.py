@@ -45,7 +45,9 @@ class RateIncrease:
         null = n_c * math.exp(self.settings.null)
         alternative = n_c * math.exp(self.settings.alternative)
         p_null, p_alt = null / (null + n_h), alternative / (alternative + n_h)
-        log_e = tuple(binomial_log_e(x, x + y, p_null, p_alt) for x, y in zip(mine, theirs, strict=True))
+        # binomial_log_e(x, x + y, p_null, p_alt), with its two logs computed once for all kinds
+        per_mine, per_theirs = binomial_log_e(1, 1, p_null, p_alt), binomial_log_e(0, 1, p_null, p_alt)
+        log_e = tuple(x * per_mine + y * per_theirs for x, y in zip(mine, theirs, strict=True))
         return log_e + mine + theirs + (n_c, n_h)
 
     def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:

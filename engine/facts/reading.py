@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -15,7 +16,7 @@ class Reading:
 
     samples: float
     facts: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # fact -> what a sequential statistic says, in words
+    notes: dict[str, Callable[[], str]] = field(default_factory=dict)  # fact -> says a sequential statistic in words
 
 
 class ConditionWindow(Protocol):

@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import add
 from typing import NamedTuple, Protocol
 
 from ..contract import Snapshot
 from ..contract.times import format_time
 from ..policy.model import Condition
-from ..stats.sequential import Boundary, Run
+from ..stats.sequential import AT_ZERO, Boundary, Run
 from .reading import Reading
 
 ALARM_SUFFIXES = ("alarm", "evidence", "estimate", "low", "high")
@@ -93,7 +95,7 @@ class Detector:
         if self.pending is None or self.began is None:
             pending, began = row, s.timestamp - s.interval_seconds
         else:
-            pending, began = tuple(a + b for a, b in zip(self.pending, row, strict=True)), self.began
+            pending, began = tuple(map(add, self.pending, row)), self.began
         settings = self.comparison.settings
         if s.timestamp - began < settings.batch_seconds * (1 - 1e-9):
             return Detector(self.comparison, self.runs, pending, began)
@@ -108,25 +110,39 @@ class Detector:
 
     def read(self, name: str, reading: Reading) -> None:
         """Put `name`_alarm, _evidence and, for the strongest component, its run's estimate and
-        always-valid interval into the reading, with a sentence for the reasons."""
-        comparison, boundary = self.comparison, self.comparison.settings.boundary
+        always-valid interval into the reading, and how to say it in words for the reasons."""
+        facts = reading.facts
+        if all(run is AT_ZERO or run.evidence == 0.0 for run in self.runs):  # healthy: nothing to report
+            facts[f"{name}_alarm"], facts[f"{name}_evidence"] = 0.0, 0.0
+            reading.notes[f"{name}_alarm"] = partial(self.words, 0)
+            return
         strongest = max(range(len(self.runs)), key=self._strength)
         run = self.runs[strongest]
-        facts = reading.facts
         facts[f"{name}_alarm"] = 1.0 if any(r.alarm for r in self.runs) else 0.0
         facts[f"{name}_evidence"] = run.evidence
+        shown = self._interval(run)
+        if shown is not None:
+            facts[f"{name}_estimate"], facts[f"{name}_low"], facts[f"{name}_high"] = shown
+        reading.notes[f"{name}_alarm"] = partial(self.words, strongest)
+
+    def words(self, component: int) -> str:
+        """Which boundary a component's evidence stands at, its estimate and interval, in words."""
+        comparison, boundary, run = self.comparison, self.comparison.settings.boundary, self.runs[component]
         words = f"log-evidence {run.evidence:.1f} (alarm at {boundary.enter:.1f}, clears below {boundary.exit:.1f})"
-        interval = run.interval(comparison.settings.rho)
-        if run.estimate is not None and interval is not None and run.since is not None:
-            ends = sorted((self._shown(interval[0]), self._shown(interval[1])))
-            estimate = self._shown(run.estimate)
-            facts[f"{name}_estimate"], facts[f"{name}_low"], facts[f"{name}_high"] = estimate, ends[0], ends[1]
-            signed = getattr(comparison, "signed", True)
-            words = (
-                f"{comparison.describe(strongest)} {_figure(estimate, signed)} "
-                f"[{_figure(ends[0], signed)}, {_figure(ends[1], signed)}] since {format_time(run.since)}; {words}"
-            )
-        reading.notes[f"{name}_alarm"] = words
+        shown = self._interval(run)
+        if shown is None or run.since is None:
+            return words
+        signed = getattr(comparison, "signed", True)
+        estimate, low, high = (_figure(value, signed) for value in shown)
+        return f"{comparison.describe(component)} {estimate} [{low}, {high}] since {format_time(run.since)}; {words}"
+
+    def _interval(self, run: Run) -> tuple[float, float, float] | None:
+        """The run's estimate and always-valid interval on the person's scale."""
+        interval = run.interval(self.comparison.settings.rho)
+        if run.estimate is None or interval is None:
+            return None
+        low, high = sorted((self._shown(interval[0]), self._shown(interval[1])))
+        return self._shown(run.estimate), low, high
 
     def _strength(self, index: int) -> tuple[bool, float, float]:
         """Components in alarm first, the largest estimated effect among them (the KS distance is

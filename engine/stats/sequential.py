@@ -83,7 +83,7 @@ class Run:
     def update(self, log_e: float, estimate: float, variance: float, began: float, boundary: Boundary) -> Run:
         evidence = min(self.evidence + log_e, boundary.cap)
         if evidence <= 0.0:
-            return Run()
+            return self if self.evidence == 0.0 and self.since is None else AT_ZERO  # the healthy, common case
         alarm = evidence >= boundary.enter or (self.alarm and evidence > boundary.exit)
         since = began if self.since is None else self.since
         if not variance > 0.0 or not math.isfinite(estimate):
@@ -101,3 +101,6 @@ class Run:
             return None
         half = mixture_half_width(self.information, rho)
         return estimate - half, estimate + half
+
+
+AT_ZERO = Run()  # no evidence, no run: shared, since runs are immutable

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..contract import ConditionResult, ConditionStatus, IndicatorResult
 from ..facts import Derived
@@ -53,7 +53,7 @@ def _condition(condition: Condition, indicators: list[IndicatorResult], derived:
 
 
 def _indicator(
-    indicator: Indicator, facts: Mapping[str, float], notes: Mapping[str, str], held: float
+    indicator: Indicator, facts: Mapping[str, float], notes: Mapping[str, Callable[[], str]], held: float
 ) -> IndicatorResult:
     true_leaves = [leaf for leaf in indicator.leaves if evaluate(leaf, facts)]
     first = true_leaves[0] if true_leaves else None
@@ -77,11 +77,11 @@ def _bound(leaf: Compare, facts: Mapping[str, float]) -> float | None:
     return other * leaf.factor if other is not None else None
 
 
-def _describe(leaf: Compare, facts: Mapping[str, float], notes: Mapping[str, str]) -> str:
+def _describe(leaf: Compare, facts: Mapping[str, float], notes: Mapping[str, Callable[[], str]]) -> str:
     bound = _bound(leaf, facts)
     text = f"{leaf.fact} {short(facts.get(leaf.fact))} {leaf.op} {short(bound)}"
     if leaf.other is not None:
         text += f" ({leaf.other} x {short(leaf.factor)})"
     if leaf.fact in notes:  # a sequential statistic: which boundary it crossed, its estimate and interval
-        text += f": {notes[leaf.fact]}"
+        text += f": {notes[leaf.fact]()}"
     return text
