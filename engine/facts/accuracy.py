@@ -41,6 +41,8 @@ class RelativeDrop:
     settings: Settings
     components: Sequence[str] = ("drop",)
 
+    signed = True
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion, s.challenger
         if not champion.labeled or not challenger.labeled:

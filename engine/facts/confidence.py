@@ -32,6 +32,8 @@ class DistributionShift:
     settings: Settings
     components: Sequence[str] = tuple(f"{sign}{cut:g}" for cut in CUTS for sign in "+-")
 
+    signed = True
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion.confidence_histogram, s.challenger.confidence_histogram
         if champion is None or challenger is None:

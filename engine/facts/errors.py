@@ -33,6 +33,8 @@ class RateIncrease:
     settings: Settings
     components: Sequence[str] = KINDS
 
+    signed = True
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion, s.challenger
         if champion.errors is None or challenger.errors is None:

@@ -30,6 +30,8 @@ class MeanIncrease:
     settings: Settings
     components: Sequence[str] = ("mean",)
 
+    signed = True
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = _moments(s.champion), _moments(s.challenger)
         if champion is None or challenger is None:

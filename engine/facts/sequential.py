@@ -64,6 +64,10 @@ class Comparison(Protocol):
     @property
     def components(self) -> Sequence[str]: ...
 
+    @property
+    def signed(self) -> bool:
+        """Whether the person's scale is a change (shown with its sign) or a level."""
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         """This snapshot's contribution to the pending batch, or None when it carries none."""
 
@@ -132,8 +136,7 @@ class Detector:
         shown = self._interval(run)
         if shown is None or run.since is None:
             return words
-        signed = getattr(comparison, "signed", True)
-        estimate, low, high = (_figure(value, signed) for value in shown)
+        estimate, low, high = (_figure(value, comparison.signed) for value in shown)
         return f"{comparison.describe(component)} {estimate} [{low}, {high}] since {format_time(run.since)}; {words}"
 
     def _interval(self, run: Run) -> tuple[float, float, float] | None:

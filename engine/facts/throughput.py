@@ -28,6 +28,8 @@ class ShareDrop:
     settings: Settings
     components: Sequence[str] = ("requests",)
 
+    signed = True
+
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         if s.rollout_percent is None or not 0 < s.rollout_percent < 100:
             return None
