@@ -1,0 +1,1 @@
+"""The real systems abguard talks to after a decision: feature-flag providers, Alertmanager."""
