@@ -17,6 +17,8 @@ class Record:
     received_at: float  # wall clock when the service received it
     snapshot: dict[str, Any]
     decision: dict[str, Any]
+    prev_hash: str = ""  # the hash chain (engine/store/chain.py): the previous record's hash
+    hash: str = ""  # this record's, over its stored columns and prev_hash ("" for a row written before the chain)
 
 
 @dataclass(frozen=True)

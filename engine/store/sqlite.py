@@ -4,6 +4,10 @@ SQLite's failures become the store's: LogOpenError (with the path and the fix) w
 log cannot be opened, LogWriteError when it cannot be written (disk full, read-only),
 LogError when it cannot be read. Rows are decoded one by one: a row that is not a record
 (its JSON broken or short of fields) is left out of every read and reported once.
+
+Each decision row carries prev_hash and hash (engine/store/chain.py), computed in the insert's
+transaction from the last row's hash; a log written before the chain gets both columns, and the
+chain over its rows, the first time it is opened.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import orjson
 
 from ..contract import Decision
 from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
+from .chain import CHAINED, GENESIS, Link, Row, record_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -34,7 +39,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy_version INTEGER NOT NULL,
     policy_digest TEXT NOT NULL,
     snapshot TEXT NOT NULL,
-    decision TEXT NOT NULL
+    decision TEXT NOT NULL,
+    prev_hash TEXT,
+    hash TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_by_test ON decisions (test_id, seq);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (test_id, event_time);
@@ -60,13 +67,12 @@ CREATE TABLE IF NOT EXISTS rollback_evidence (
 """
 
 
-_INSERT_DECISION = (
-    "INSERT INTO decisions (decision_id, test_id, event_time, received_at, action, policy_name,"
-    " policy_version, policy_digest, snapshot, decision) VALUES (?,?,?,?,?,?,?,?,?,?)"
-)
+_CHAINED = ", ".join(CHAINED)
+_INSERT_DECISION = f"INSERT INTO decisions ({_CHAINED}, prev_hash, hash) VALUES ({', '.join('?' * (len(CHAINED) + 2))})"
 
 
-_COLUMNS = "seq, test_id, event_time, received_at, snapshot, decision"
+_COLUMNS = "seq, test_id, event_time, received_at, snapshot, decision, prev_hash, hash"
+CHAIN_PAGE = 500  # rows read at once while walking or upgrading the chain
 DECISION_FIELDS = frozenset(f.name for f in dataclasses.fields(Decision))
 PROBE_BYTES = 8192  # a probe writes more than a logged decision takes (about 3 KB), then removes it
 EXCERPT = 60  # characters of a bad column quoted in a report
@@ -93,6 +99,7 @@ class SqliteLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
             self._db.executescript(SCHEMA)
+            _chain_existing(self._db)
         except sqlite3.Error as error:
             self._db.close()
             raise LogOpenError(_open_problem(self.path, error)) from error
@@ -122,29 +129,29 @@ class SqliteLog:
         evidence: dict[str, Any] | None,
     ) -> Record:
         policy = decision["policy"]
-        row = (
+        version = policy["version"]
+        row = (  # CHAINED after seq, each as SQLite stores it, so the hash is over the stored values
             decision["decision_id"],
             decision["test_id"],
-            event_time,
-            received_at,
+            float(event_time),
+            float(received_at),
             decision["action"],
             policy["name"],
-            policy["version"],
+            int(version) if isinstance(version, float) and version.is_integer() else version,
             policy["digest"],
             orjson.dumps(snapshot).decode(),
             orjson.dumps(decision).decode(),
         )
-        with self._writing() as db:
-            if evidence is None:  # one statement is one transaction in autocommit mode
-                seq = int(db.execute(_INSERT_DECISION, row).lastrowid or 0)
-            else:
-                with _transaction(db):
-                    seq = int(db.execute(_INSERT_DECISION, row).lastrowid or 0)
-                    db.execute(
-                        "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (?,?,?)",
-                        (seq, decision["test_id"], orjson.dumps(evidence).decode()),
-                    )
-        return Record(seq, decision["test_id"], event_time, received_at, snapshot, decision)
+        with self._writing() as db, _transaction(db, "BEGIN IMMEDIATE"):  # the last hash cannot move under us
+            seq, prev_hash = _next_link(db)
+            digest = record_hash((seq, *row), prev_hash)
+            db.execute(_INSERT_DECISION, (seq, *row, prev_hash, digest))
+            if evidence is not None:
+                db.execute(
+                    "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (?,?,?)",
+                    (seq, decision["test_id"], orjson.dumps(evidence).decode()),
+                )
+        return Record(seq, decision["test_id"], event_time, received_at, snapshot, decision, prev_hash, digest)
 
     def restart(self, test_id: str, reason: str, at: float) -> Restart:
         with self._writing() as db:
@@ -254,6 +261,44 @@ class SqliteLog:
         self._report(bad)
         return out
 
+    # --- auditing ---------------------------------------------------------------------------
+    def chain_rows(self) -> Iterator[Row]:
+        """Every decision row as stored, in seq order, a page at a time (the lock is not held between pages)."""
+        after = -(2**62)
+        while True:
+            with self._reading() as db:
+                rows = db.execute(
+                    f"SELECT {_CHAINED}, prev_hash, hash FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, CHAIN_PAGE),
+                ).fetchall()
+            for row in rows:
+                yield Row(tuple(row[:-2]), row[-2], row[-1])
+            if len(rows) < CHAIN_PAGE:
+                return
+            after = int(rows[-1][0])
+
+    def chain_links(self) -> list[Link]:
+        """Every row's seq, prev_hash and hash, in seq order."""
+        with self._reading() as db:
+            rows = db.execute("SELECT seq, prev_hash, hash FROM decisions ORDER BY seq").fetchall()
+        return [Link(int(seq), prev, digest) for seq, prev, digest in rows]
+
+    def chain_counter(self) -> int:
+        """The highest seq the log ever gave out (SQLite's AUTOINCREMENT counter): rows above the last were deleted."""
+        with self._reading() as db:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
+        return int(row[0]) if row else 0
+
+    def rollbacks(self, test_id: str | None, since: float | None) -> list[Record]:
+        """Decisions whose action rolls back, oldest first, of one test or all, with event time >= since."""
+        where = "WHERE action IN ('rollback', 'immediate_rollback')"
+        args: tuple[Any, ...] = ()
+        if test_id is not None:
+            where, args = f"{where} AND test_id = ?", (*args, test_id)
+        if since is not None:
+            where, args = f"{where} AND event_time >= ?", (*args, since)
+        return self._records(f"{where} ORDER BY seq", args)
+
     # --- helpers ----------------------------------------------------------------------------
     def _floor(self, test_id: str) -> int:
         restart = self.last_restart(test_id)
@@ -319,8 +364,45 @@ def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]
     db.execute("COMMIT")
 
 
+def _next_link(db: sqlite3.Connection) -> tuple[int, str]:
+    """The next seq (AUTOINCREMENT's: above any ever given out) and the last row's hash, inside a write transaction."""
+    last = db.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
+    counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
+    top = max(int(last[0]) if last else 0, int(counter[0]) if counter else 0)
+    return top + 1, str(last[1]) if last and last[1] is not None else GENESIS
+
+
+def _chain_existing(db: sqlite3.Connection) -> None:
+    """A log written before the chain: add prev_hash and hash, and chain its rows in seq order, in one transaction."""
+    if _has_chain(db):
+        return
+    with _transaction(db, "BEGIN IMMEDIATE"):
+        if _has_chain(db):  # another process upgraded it meanwhile
+            return
+        db.execute("ALTER TABLE decisions ADD COLUMN prev_hash TEXT")
+        db.execute("ALTER TABLE decisions ADD COLUMN hash TEXT")
+        prev_hash, after = GENESIS, -(2**62)
+        while True:
+            rows = db.execute(
+                f"SELECT {_CHAINED} FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?", (after, CHAIN_PAGE)
+            ).fetchall()
+            links = []
+            for row in rows:
+                digest = record_hash(row, prev_hash)
+                links.append((prev_hash, digest, row[0]))
+                prev_hash = digest
+            db.executemany("UPDATE decisions SET prev_hash = ?, hash = ? WHERE seq = ?", links)
+            if len(rows) < CHAIN_PAGE:
+                return
+            after = int(rows[-1][0])
+
+
+def _has_chain(db: sqlite3.Connection) -> bool:
+    return "hash" in {str(column[1]) for column in db.execute("PRAGMA table_info(decisions)")}
+
+
 def _decode(row: tuple[Any, ...]) -> Record:
-    seq, test_id, event_time, received_at, snapshot_text, decision_text = row
+    seq, test_id, event_time, received_at, snapshot_text, decision_text, prev_hash, digest = row
     if not isinstance(event_time, (int, float)) or not isinstance(received_at, (int, float)):
         raise _Undecodable(
             f"event_time {event_time!r:.{EXCERPT}} or received_at {received_at!r:.{EXCERPT}} is not a number"
@@ -330,7 +412,9 @@ def _decode(row: tuple[Any, ...]) -> Record:
     missing = DECISION_FIELDS - decision.keys()
     if missing:
         raise _Undecodable(f"the decision lacks {', '.join(sorted(missing))}")
-    return Record(int(seq), str(test_id), float(event_time), float(received_at), snapshot, decision)
+    return Record(
+        int(seq), str(test_id), float(event_time), float(received_at), snapshot, decision, prev_hash or "", digest or ""
+    )
 
 
 def _json_object(text: Any, column: str) -> dict[str, Any]:
