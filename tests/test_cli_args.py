@@ -25,6 +25,10 @@ VERBS = [
     ("abguard health", []),
     ("abguard demo", []),
     ("abguard simulate", []),
+    ("abguard audit verify", ["--data-dir", "x"]),
+    ("abguard audit export", ["--data-dir", "x"]),
+    ("abguard rollback", ["t", "--reason", "r"]),
+    ("abguard rollbacks", []),
 ]
 
 

@@ -252,6 +252,10 @@ def test_health_and_reflection(service: Service) -> None:
         "RestartTest",
         "ListDecisions",
         "WatchDecisions",
+        "GetRollback",
+        "ListRollbacks",
+        "ReportRollbackStep",
+        "RollbackTest",
     }
 
 
@@ -629,8 +633,11 @@ def test_serve_listens_before_it_rebuilds(tmp_path: Path) -> None:
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert refused.value.details() == REBUILDING
             assert process.stdout is not None
-            ready = json.loads(process.stdout.readline())
-            assert ready["event"] == "ready"
+            events = [json.loads(process.stdout.readline())]
+            while events[-1]["event"] != "ready":  # the log's rollbacks are reopened on the way
+                assert events[-1]["event"] in ("rollback_opened", "rollbacks_reopened"), events
+                events.append(json.loads(process.stdout.readline()))
+            ready = events[-1]
             assert ready["rebuilt_snapshots"] == rows and ready["seconds"] > 0
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
     finally:

@@ -19,7 +19,15 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from ..contract import InputError, OutOfOrderError, excerpt
-from ..service import Guard, RebuildingError, UnknownTestError, Watcher
+from ..rollback.process import Rollback, RollbackError
+from ..service import (
+    Guard,
+    RebuildingError,
+    RollbacksUnavailableError,
+    UnknownRollbackError,
+    UnknownTestError,
+    Watcher,
+)
 from ..store import LogError
 from .convert import enum_number, enum_word, fill, present
 from .v1 import risk_pb2 as pb
@@ -67,6 +75,13 @@ def _status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | Non
         return code_pb2.FAILED_PRECONDITION, str(error), [("snapshot.timestamp", str(error))]
     if isinstance(error, UnknownTestError):
         return code_pb2.NOT_FOUND, str(error), [("test_id", str(error))]
+    if isinstance(error, UnknownRollbackError):
+        return code_pb2.NOT_FOUND, str(error), [("rollback_id", str(error))]
+    if isinstance(error, RollbackError):  # a report that does not fit: unknown step or outcome
+        field = "outcome" if "outcome" in str(error) else "step"
+        return code_pb2.INVALID_ARGUMENT, str(error), [(field, str(error))]
+    if isinstance(error, RollbacksUnavailableError):
+        return code_pb2.FAILED_PRECONDITION, str(error), []
     if isinstance(error, TooManyWatchersError):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
     if isinstance(error, (LogError, RebuildingError)):  # retryable; health says NOT_SERVING meanwhile
@@ -156,6 +171,44 @@ class RiskServicer:
         return pb.RestartTestResponse(test_id=request.test_id, test_status=pb.TEST_STATUS_RUNNING, restarted_at=stamp)
 
     @_mapped
+    def GetRollback(self, request: pb.GetRollbackRequest, context: grpc.ServicerContext) -> pb.Rollback:
+        record = self.guard.get_rollback(_test_id(request.test_id), request.rollback_id)
+        return _rollback(record, self.guard.now())
+
+    @_mapped
+    def ListRollbacks(
+        self, request: pb.ListRollbacksRequest, context: grpc.ServicerContext
+    ) -> pb.ListRollbacksResponse:
+        if request.page_size < 0:
+            raise InputError("page_size", f"must not be negative, got {request.page_size}")
+        test_id = _test_id(request.test_id) if request.test_id else ""
+        records = self.guard.list_rollbacks(test_id, min(request.page_size or DEFAULT_PAGE, MAX_PAGE))
+        now = self.guard.now()
+        return pb.ListRollbacksResponse(rollbacks=[_rollback(record, now) for record in records])
+
+    @_mapped
+    def ReportRollbackStep(self, request: pb.ReportRollbackStepRequest, context: grpc.ServicerContext) -> pb.Rollback:
+        record = self.guard.report_step(
+            _test_id(request.test_id),
+            _required(request.rollback_id, "rollback_id", "the rollback the step belongs to (GetRollback)"),
+            _required(request.step, "step", "the step done, e.g. traffic_cutoff"),
+            _required(request.outcome, "outcome", "done, failed or skipped"),
+            request.detail,
+        )
+        return _rollback(record, self.guard.now())
+
+    @_mapped
+    def RollbackTest(self, request: pb.RollbackTestRequest, context: grpc.ServicerContext) -> pb.Rollback:
+        reason = _required(request.reason, "reason", "say why the test is rolled back (it is recorded)")
+        who = _required(request.requested_by, "requested_by", "who asks for the rollback (it is recorded)")
+        record = self.guard.rollback(_test_id(request.test_id), reason, who)
+        if self.log is not None:
+            self.log(
+                {"event": "manual_rollback", "test_id": record.test_id, "rollback_id": record.rollback_id, "by": who}
+            )
+        return _rollback(record, self.guard.now())
+
+    @_mapped
     def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: grpc.ServicerContext
     ) -> pb.ListDecisionsResponse:
@@ -199,6 +252,18 @@ class RiskServicer:
         except BaseException:  # no stream: its slot is free again
             self._watch_slots.release()
             raise
+
+
+def _rollback(record: Rollback, now: float) -> pb.Rollback:
+    message = pb.Rollback()
+    fill(message, record.to_dict(now))
+    return message
+
+
+def _required(value: str, field: str, why: str) -> str:
+    if not value.strip():
+        raise InputError(field, f"required: {why}")
+    return value
 
 
 def _test_id(value: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, policy, replay, serve, simulate
+from . import audit, demo, policy, replay, rollback, serve, simulate
 from .common import UsageError
 
 USAGE = 2
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(commands)
     demo.add_parser(commands)
     simulate.add_parser(commands)
+    audit.add_parser(commands)
+    rollback.add_parsers(commands)
     _remember_parsers(parser)
     return parser
 

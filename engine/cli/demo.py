@@ -1,17 +1,22 @@
 """`abguard demo`: start the real service in a temporary data dir, stream the bundled scenarios
-through gRPC, print a readable timeline of what changed, show the rolled-back tests, stop."""
+through gRPC, print a readable timeline of what changed, show the rolled-back tests, act as the
+gateway for one rollback's steps and show its phases, the flag abguard flipped and the alert
+that fired (the real Alertmanager when the machine has it), stop."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from ..api.convert import to_dict
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
 from .render import table_header, table_row
+from .rollback import render
 
 OK, FINDINGS = 0, 1
 SCENARIOS = ("healthy", "latency_spike", "error_storm", "accuracy_regression", "sustained_medium_risk")
@@ -37,18 +43,15 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="abguard-demo-") as data_dir:
+        flags = Path(data_dir) / "flags.yaml"
+        flags.write_text("provider: flagd\nflag_prefix: ff.challenger_\nflagd: {path: flags.flagd.json}\n")
+        alertmanager = _start_alertmanager(Path(data_dir))
         command = [
-            sys.executable,
-            "-m",
-            "engine",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
-            "--policies",
-            args.policies,
-        ]
+            sys.executable, "-m", "engine", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+            "--policies", args.policies, "--flags", str(flags),
+        ]  # fmt: skip
+        if alertmanager is not None:
+            command += ["--alertmanager", alertmanager[1]]
         server = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
@@ -75,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
                 for name in SCENARIOS:
                     _replay(stub, Path(args.scenarios) / f"{name}.jsonl")
                 _summary(stub)
+                _rollback(stub, Path(data_dir), alertmanager[1] if alertmanager else None)
         finally:
+            if alertmanager is not None:
+                alertmanager[0].terminate()
+                alertmanager[0].wait(10)
             server.send_signal(signal.SIGTERM)
             try:
                 server.wait(timeout=20)
@@ -147,3 +154,65 @@ def _summary(stub: rpc.RiskServiceStub) -> None:
         )
         if first is not None:
             print(f"  {first.test_id} at {first.timestamp}: {first.reason}")
+
+
+def _start_alertmanager(data_dir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    """The real Alertmanager on a free port, when the machine has it (Debian: prometheus-alertmanager)."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = data_dir / "alertmanager.yml"
+    config.write_text("route: {receiver: nobody}\nreceivers: [{name: nobody}]\n")
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.path={data_dir / 'alertmanager'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
+                return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.terminate()
+    process.wait(10)
+    return None
+
+
+def _rollback(stub: rpc.RiskServiceStub, data_dir: Path, alertmanager: str | None) -> None:
+    """Act as the gateway for one rollback, then show its phases, the flag and the alert."""
+    record = stub.GetRollback(pb.GetRollbackRequest(test_id="accuracy-regression"), timeout=10)
+    print(f"\n== the rollback of accuracy-regression as a tracked process (GetRollback {record.rollback_id[:12]}...)")
+    gateway = [s.name for s in record.steps if s.owner == "gateway"]
+    for step in gateway:  # the demo plays the gateway: it reports the steps only a gateway can do
+        stub.ReportRollbackStep(
+            pb.ReportRollbackStepRequest(
+                test_id=record.test_id, rollback_id=record.rollback_id, step=step, outcome="done", detail="demo gateway"
+            ),
+            timeout=10,
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # abguard's own steps (flag, alert) run in its outbox
+        record = stub.GetRollback(pb.GetRollbackRequest(test_id=record.test_id), timeout=10)
+        if record.status == "complete":
+            break
+        time.sleep(0.2)
+    print(render(to_dict(record)))
+    flag_file = data_dir / "flags.flagd.json"
+    if flag_file.exists():
+        flag = json.loads(flag_file.read_text())["flags"].get("ff.challenger_accuracy-regression")
+        print(f"\nflag ff.challenger_accuracy-regression in {flag_file.name} (flagd): {json.dumps(flag)}")
+    if alertmanager is None:
+        print("\nAlertmanager is not installed here (Debian: prometheus-alertmanager): the alerts were not sent.")
+        return
+    with urllib.request.urlopen(f"{alertmanager}/api/v2/alerts?filter=test_id%3D%22accuracy-regression%22") as reply:
+        alerts = json.loads(reply.read())
+    print(f"\nalerts Alertmanager holds for accuracy-regression ({alertmanager}/api/v2/alerts):")
+    for alert in alerts:
+        labels = alert["labels"]
+        print(f"  {labels['alertname']:<26} severity={labels['severity']:<9} condition={labels['condition']}")

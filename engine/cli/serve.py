@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
 from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
+from ..service.sinks import build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
 from .common import env_default, load_policy, positive_int
@@ -74,6 +76,14 @@ def add_parsers(commands: Any) -> None:
     serve.add_argument(
         "--workers", type=_workers, default=env_default("WORKERS", "16"), help="RPC threads (ABGUARD_WORKERS)"
     )
+    serve.add_argument(
+        "--flags", default=env_default("FLAGS", None), metavar="FILE",
+        help="feature-flag provider config (YAML) that rollbacks flip (ABGUARD_FLAGS)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--alertmanager", default=env_default("ALERTMANAGER_URL", None), metavar="URL",
+        help="Alertmanager base URL that alerts go to, e.g. http://127.0.0.1:9093 (ABGUARD_ALERTMANAGER_URL)",
+    )  # fmt: skip
     serve.set_defaults(run=run_serve)
 
     evaluate = commands.add_parser("evaluate", help="stream a JSON-lines file through a server's Evaluate")
@@ -103,7 +113,13 @@ def run_serve(args: argparse.Namespace) -> int:
     except LogOpenError as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
-    guard = Guard(policy, log, on_event=log_event, rebuild_first=True)  # UNAVAILABLE until rebuilt
+    try:
+        rollbacks = build_rollbacks(Path(args.data_dir), args.flags, args.alertmanager, policy, log_event)
+    except (OSError, ValueError) as error:
+        print(f"abguard serve: {error}", file=sys.stderr)
+        log.close()
+        return USAGE
+    guard = Guard(policy, log, on_event=log_event, rebuild_first=True, rollbacks=rollbacks)  # UNAVAILABLE until rebuilt
     try:
         server, port, health = create_server(guard, args.listen, args.workers, log_event)
     except (OSError, RuntimeError) as error:
@@ -137,13 +153,16 @@ def run_serve(args: argparse.Namespace) -> int:
         target=_rebuild, args=(guard, log.path, stop, failed), name="abguard-rebuild", daemon=True
     )
     rebuilder.start()
+    rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
     stop.wait()
     health.enter_graceful_shutdown()
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
+    rollbacks.stop()
     guard.close()  # stops a rebuild still running; a failed checkpoint is logged, not raised
-    rebuilder.join(GRACE_SECONDS)
+    rebuilder.join(GRACE_SECONDS)  # before the rollback store closes: the rebuild ends by reconciling it
+    rollbacks.store.close()
     log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
     if failed:
         print(failed[0][1], file=sys.stderr)

@@ -58,6 +58,7 @@ class TestStatus(StrEnum):
     RUNNING = "running"
     REDUCED = "reduced"
     ROLLED_BACK = "rolled_back"
+    ROLLBACK_IN_PROGRESS = "rollback_in_progress"  # GetTest: rolled back, its phases not all complete
 
 
 @dataclass(slots=True)  # built per evaluation: slots, not frozen, is 5x cheaper

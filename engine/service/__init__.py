@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from .guard import Guard, RebuildingError, TestView, UnknownTestError
+from .guard import (
+    Guard,
+    RebuildingError,
+    RollbacksUnavailableError,
+    TestView,
+    UnknownRollbackError,
+    UnknownTestError,
+)
+from .rollbacks import Rollbacks
 from .watchers import Watcher
 
-__all__ = ["Guard", "RebuildingError", "TestView", "UnknownTestError", "Watcher"]
+__all__ = [
+    "Guard",
+    "RebuildingError",
+    "Rollbacks",
+    "RollbacksUnavailableError",
+    "TestView",
+    "UnknownRollbackError",
+    "UnknownTestError",
+    "Watcher",
+]

@@ -15,16 +15,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..contract import Decision, Snapshot, parse_snapshot, parse_time
+from ..contract.times import format_time
 from ..pipeline import Engine, TestState, step
 from ..policy.model import Policy
+from ..rollback.process import Rollback
 from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record
+from ..verdict.status import TestHistory
 from .evidence import rollback_evidence
 from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
+from .rollbacks import Rollbacks
 from .watchers import Watcher, Watchers
+
+MANUAL = "manual_rollback"  # the trigger and rolled_back_by of a rollback asked for by hand
 
 T = TypeVar("T")
 
@@ -65,9 +71,12 @@ class Guard:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         probe_seconds: float = 1.0,
         rebuild_first: bool = False,
+        rollbacks: Rollbacks | None = None,
     ) -> None:
-        """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run."""
+        """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run; `rollbacks`
+        carries out the rollbacks decided (without it they are decisions and evidence only)."""
         self.policy = policy
+        self.rollbacks = rollbacks
         self.engine = Engine.of(policy)
         self.log = log
         log.on_bad_record = self._unreadable  # rows the log cannot decode are reported as events
@@ -107,7 +116,18 @@ class Guard:
             self.states[snapshot.test_id] = next_state  # only now: the log has it
             self._checkpoint(snapshot.test_id, record.seq, next_state)
             self.watchers.publish(body)  # under the test's lock: watchers see a test's decisions in order
+            self._carry_out(decision, snapshot)
         return body
+
+    def _carry_out(self, decision: Decision, snapshot: Snapshot) -> None:
+        """Rollbacks, alerts and flags after a decision is in the log; their failure never fails it
+        (a rollback whose record could not be written is opened again at the next start)."""
+        if self.rollbacks is None:
+            return
+        try:
+            self.rollbacks.decided(decision, snapshot)
+        except Exception as error:
+            self._event({"event": "rollback_bookkeeping_failed", "test_id": decision.test_id, "why": repr(error)[:300]})
 
     def _checkpoint(self, test_id: str, seq: int, state: TestState) -> None:
         """Every CHECKPOINT_EVERY decisions, the test's state: a restart then replays only what followed.
@@ -145,6 +165,11 @@ class Guard:
             test_status, target = "running", record.snapshot.get("rollout_percent")
         else:
             test_status, target = record.decision["test_status"], record.decision["target_rollout_percent"]
+            if state is not None and state.history.rolled_back_by == MANUAL:
+                test_status, target = "rolled_back", 0.0
+            ongoing = self._rollback_in_force(test_id)
+            if test_status == "rolled_back" and ongoing is not None and not ongoing.complete():
+                test_status = "rollback_in_progress"
         return TestView(
             test_id=test_id,
             test_status=test_status,
@@ -153,6 +178,64 @@ class Guard:
             rolled_back_at=rolled_back_at or "",
             decisions=self.log.count(test_id),
         )
+
+    # --- rollbacks ----------------------------------------------------------------------------
+    def rollback(self, test_id: str, reason: str, requested_by: str) -> Rollback:
+        """Roll a test back by hand: its next decisions are `rollback`, through the same process."""
+        self._ready()
+        rollbacks = self._rollbacks()
+        with self._lock(test_id):
+            last = self.log.last(test_id)
+            if last is None:
+                raise UnknownTestError(test_id)
+            state = self.states.get(test_id) or TestState.start(self.policy)
+            ongoing = self._rollback_in_force(test_id)
+            if state.history.rolled_back_at is not None and ongoing is not None:
+                return ongoing  # already rolled back: asking again changes nothing
+            now = self.clock()
+            record = rollbacks.open(
+                f"manual-{test_id}-{int(now * 1000)}", test_id, format_time(now), MANUAL,
+                reason, requested_by, last.decision["decision_id"], parse_snapshot(last.snapshot), now,
+            )  # fmt: skip
+            self.states[test_id] = _rolled_back_by_hand(state, record)
+        return record
+
+    def get_rollback(self, test_id: str, rollback_id: str) -> Rollback:
+        self._ready()
+        rollbacks = self._rollbacks()
+        record = rollbacks.store.get(rollback_id) if rollback_id else rollbacks.store.latest(test_id)
+        if record is None or record.test_id != test_id:
+            raise UnknownRollbackError(test_id, rollback_id)
+        return record
+
+    def list_rollbacks(self, test_id: str, limit: int) -> list[Rollback]:
+        self._ready()
+        return self._rollbacks().store.listed(test_id or None, limit)
+
+    def report_step(self, test_id: str, rollback_id: str, step: str, outcome: str, detail: str) -> Rollback:
+        self._ready()
+        try:
+            return self._rollbacks().report(test_id, rollback_id, step, outcome, detail)
+        except LookupError:
+            raise UnknownRollbackError(test_id, rollback_id) from None
+
+    def _rollbacks(self) -> Rollbacks:
+        if self.rollbacks is None:
+            raise RollbacksUnavailableError("this service keeps no rollback records (it was started without them)")
+        return self.rollbacks
+
+    def _rollback_in_force(self, test_id: str) -> Rollback | None:
+        """The test's latest rollback, unless a restart came after it."""
+        if self.rollbacks is None:
+            return None
+        record = self.rollbacks.store.latest(test_id)
+        restart = self.log.last_restart(test_id)
+        if record is None or (restart is not None and restart.at >= record.opened_at):
+            return None
+        return record
+
+    def now(self) -> float:
+        return self.clock()
 
     def decisions(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
         self._ready()
@@ -289,12 +372,22 @@ class Guard:
                 return replayed
             with self._lock(test_id):
                 rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
-                if rebuilt.state is None:
+                state = rebuilt.state
+                manual = self._rollback_in_force(test_id)
+                if manual is not None and manual.trigger == MANUAL:
+                    state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
+                if state is None:
                     self.states.pop(test_id, None)
                 else:
-                    self.states[test_id] = rebuilt.state
+                    self.states[test_id] = state
                 self._unsaved[test_id] = rebuilt.replayed
                 replayed += rebuilt.replayed
+        if self._closing.is_set():
+            return replayed
+        if self.rollbacks is not None:
+            opened = self.rollbacks.reconcile(self.log)
+            if opened:
+                self._event({"event": "rollbacks_reopened", "count": opened})
         with self._health:
             self._rebuilding = False
             self._tell()
@@ -319,6 +412,22 @@ class Guard:
             if lock is None:
                 lock = self._locks[test_id] = threading.Lock()
             return lock
+
+
+def _rolled_back_by_hand(state: TestState, record: Rollback) -> TestState:
+    if state.history.rolled_back_at is not None:
+        return state
+    return replace(state, history=TestHistory(record.decided_at, MANUAL, state.history.reduced))
+
+
+class RollbacksUnavailableError(RuntimeError):
+    """Rollback calls on a guard built without a rollback store."""
+
+
+class UnknownRollbackError(LookupError):
+    def __init__(self, test_id: str, rollback_id: str) -> None:
+        which = f"rollback {rollback_id!r}" if rollback_id else "any rollback"
+        super().__init__(f"test {test_id!r} has no {which}")
 
 
 def _rolled_back_now(decision: Decision) -> bool:

@@ -1,0 +1,284 @@
+"""Carrying out rollbacks: open a record when a rollback is decided (or asked for), do abguard's
+own steps through the durable outbox (flag flip, rollback alert), take the gateway's step
+reports, raise an alert when a phase misses its deadline, and judge the recovery from the
+snapshots that follow.
+
+Nothing here can fail a decision: the decision log is written first and is the source of
+truth. A rollback decision whose record is missing (the process died in between) is opened
+again by `reconcile` at start, and its outbox items then run as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
+from typing import Any, Protocol
+
+from ..contract import Decision, Snapshot, parse_snapshot
+from ..contract.times import parse_time
+from ..rollback import recovery
+from ..rollback.process import Recovery, Rollback, RollbackError, StepState
+from ..store import DecisionLog
+from ..store.rollbacks import OutboxItem, RollbackStore, Work
+
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)  # seconds before each retry; the last repeats
+STEP_OF_KIND = {"flag_rollback": "feature_flags", "rollback_alert": "notification"}
+
+
+class FlagSink(Protocol):
+    """What the outbox needs of a feature-flag provider."""
+
+    def flag_for(self, test_id: str) -> str: ...
+
+    def roll_back(self, flag: str) -> None: ...
+
+    def set_rollout(self, flag: str, percent: float) -> None: ...
+
+
+class AlertSink(Protocol):
+    """What the outbox needs of Alertmanager: alerts as its API's JSON, and the alerts of a decision."""
+
+    def send(self, alerts: list[dict[str, Any]]) -> None: ...
+
+    def for_decision(self, decision: Decision, active: frozenset[str]) -> tuple[list[dict[str, Any]], frozenset[str]]:
+        """Alerts to send (firing and resolved) and the keys active after the decision."""
+
+    def rollback(self, record: Rollback) -> list[dict[str, Any]]: ...
+
+    def overdue(self, record: Rollback, phase: str, now: float) -> list[dict[str, Any]]: ...
+
+
+class Rollbacks:
+    def __init__(
+        self,
+        store: RollbackStore,
+        clock: Callable[[], float],
+        flags: FlagSink | None = None,
+        alerts: AlertSink | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.flags = flags
+        self.alerts = alerts
+        self.on_event = on_event
+        self._active: dict[str, frozenset[str]] = {}  # test -> alert keys firing
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # --- what the guard tells -----------------------------------------------------------------
+    def decided(self, decision: Decision, snapshot: Snapshot) -> None:
+        """After a decision is in the log: alerts, a rollback to open, the flag's rollout, recovery."""
+        now = self.clock()
+        work: list[Work] = []
+        if self.alerts is not None:
+            with self._lock:
+                before = self._active.get(decision.test_id, frozenset())
+            alerts, after = self.alerts.for_decision(decision, before)
+            with self._lock:
+                self._active[decision.test_id] = after
+            if alerts:
+                work.append(Work("alerts", {"alerts": alerts}, f"alerts:{decision.decision_id}"))
+        if rolled_back_now(decision):
+            self.open(
+                decision.decision_id, decision.test_id, decision.timestamp, decision.triggered_by or "rollback",
+                decision.reason, "abguard", decision.decision_id, snapshot, now,
+            )  # fmt: skip
+        else:
+            if self.flags is not None and _moves_traffic(decision, snapshot):
+                flag = self.flags.flag_for(decision.test_id)
+                payload = {"flag": flag, "percent": decision.target_rollout_percent}
+                work.append(Work("flag_rollout", payload, f"rollout:{decision.decision_id}"))
+            self._judge_recovery(decision.test_id, snapshot, now)
+        if work:
+            self.store.enqueue(decision.test_id, work, now)
+
+    def open(
+        self,
+        rollback_id: str,
+        test_id: str,
+        decided_at: str,
+        trigger: str,
+        reason: str,
+        requested_by: str,
+        decision_id: str,
+        snapshot: Snapshot | None,
+        now: float,
+    ) -> Rollback:
+        """Open a rollback record (once: a second call returns the first) with its outbox work."""
+        found = self.store.get(rollback_id)
+        if found is not None:
+            return found
+        record = Rollback.open(rollback_id, test_id, now, decided_at, trigger, reason, requested_by, decision_id)
+        work = []
+        if self.flags is not None:
+            flag = self.flags.flag_for(test_id)
+            work.append(Work("flag_rollback", {"flag": flag}, f"{rollback_id}:flag"))
+        else:
+            record = record.with_step("feature_flags", StepState.SKIPPED, now, "no flag provider configured")
+        if self.alerts is not None:
+            work.append(Work("rollback_alert", {"alerts": self.alerts.rollback(record)}, f"{rollback_id}:alert"))
+        else:
+            record = record.with_step("notification", StepState.SKIPPED, now, "no Alertmanager configured")
+        reference = asdict(recovery.reference(snapshot)) if snapshot is not None else None
+        self.store.open(record, work, now, {"reference": reference, "first_pass": None})
+        self._event({"event": "rollback_opened", "test_id": test_id, "rollback_id": rollback_id, "by": requested_by})
+        return self.store.get(rollback_id) or record
+
+    def report(self, test_id: str, rollback_id: str, step: str, outcome: str, detail: str) -> Rollback:
+        """A gateway's report of one of its steps; reporting the same outcome again changes nothing."""
+        with self._lock:
+            record = self.store.get(rollback_id)
+            if record is None or record.test_id != test_id:
+                raise LookupError(f"no rollback {rollback_id!r} of test {test_id!r}")
+            moved = record.reported(step, outcome, self.clock(), detail)
+            if moved is not record:
+                self.store.save(moved)
+        return moved
+
+    # --- the worker ---------------------------------------------------------------------------
+    def start(self, period: float = 0.5) -> None:
+        def run() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.tick()
+                except Exception as error:  # the worker outlives any one failure
+                    self._event({"event": "rollback_worker_error", "why": f"{type(error).__name__}: {error}"[:300]})
+
+        self._worker = threading.Thread(target=run, name="abguard-rollbacks", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(5)
+
+    def tick(self) -> None:
+        """Run what is due in the outbox, and alert on phases past their deadline (once each)."""
+        now = self.clock()
+        for item in self.store.due(now):
+            self._run(item, now)
+        if self.alerts is None:
+            return
+        for record in self.store.unfinished():
+            late = [p.name for p in record.phases(now) if p.state == "overdue" and p.name not in record.alerted_overdue]
+            if late:
+                alerts = [a for phase in late for a in self.alerts.overdue(record, phase, now)]
+                work = [Work("alerts", {"alerts": alerts}, f"{record.rollback_id}:overdue:{','.join(late)}")]
+                marked = replace(record, alerted_overdue=(*record.alerted_overdue, *late))
+                self.store.save(marked, work, now)
+                self._event({"event": "rollback_overdue", "rollback_id": record.rollback_id, "phases": late})
+
+    def _run(self, item: OutboxItem, now: float) -> None:
+        try:
+            self._perform(item)
+        except Exception as error:
+            why = f"{type(error).__name__}: {error}"[:300]
+            self.store.failed(item.id, why, now + BACKOFF[min(item.attempts, len(BACKOFF) - 1)])
+            self._step(item, StepState.FAILED, now, f"attempt {item.attempts + 1} failed, retrying: {why}")
+            self._event({"event": "outbox_failed", "kind": item.kind, "test_id": item.test_id, "why": why})
+            return
+        self.store.finished(item.id, now)
+        self._step(item, StepState.DONE, now, f"done by abguard after {item.attempts + 1} attempt(s)")
+
+    def _perform(self, item: OutboxItem) -> None:
+        payload = item.payload
+        if item.kind in ("flag_rollback", "flag_rollout"):
+            if self.flags is None:
+                raise RuntimeError("no flag provider configured any more")
+            if item.kind == "flag_rollback":
+                self.flags.roll_back(payload["flag"])
+            else:
+                self.flags.set_rollout(payload["flag"], float(payload["percent"]))
+        elif item.kind in ("alerts", "rollback_alert"):
+            if self.alerts is None:
+                raise RuntimeError("no Alertmanager configured any more")
+            self.alerts.send(payload["alerts"])
+        else:
+            raise RuntimeError(f"unknown outbox kind {item.kind!r}")
+
+    def _step(self, item: OutboxItem, state: StepState, now: float, detail: str) -> None:
+        step = STEP_OF_KIND.get(item.kind)
+        if step is None or item.rollback_id is None:
+            return
+        with self._lock:
+            record = self.store.get(item.rollback_id)
+            if record is not None:
+                moved = record.with_step(step, state, now, detail)
+                if moved is not record:
+                    self.store.save(moved)
+
+    # --- recovery -----------------------------------------------------------------------------
+    def _judge_recovery(self, test_id: str, snapshot: Snapshot, now: float) -> None:
+        record = self.store.latest(test_id)
+        if record is None or record.recovery is not None:
+            return
+        extra = self.store.extra(record.rollback_id)
+        if not extra.get("reference"):
+            return
+        elapsed = snapshot.timestamp - parse_time(record.decided_at)
+        if elapsed <= 0:
+            return
+        scores = recovery.checks(recovery.Health(**extra["reference"]), recovery.service(snapshot))
+        first_pass = extra.get("first_pass")
+        if first_pass is None and recovery.passed(scores):
+            first_pass = elapsed
+            self.store.set_extra(record.rollback_id, {**extra, "first_pass": first_pass})
+        if elapsed < recovery.RECOVERY_WINDOW:
+            return
+        value = recovery.score(scores)
+        judged = Recovery(recovery.verdict(value), round(value, 4), now, scores, first_pass)
+        work: list[Work] = []
+        if judged.status != "successful_recovery" and self.alerts is not None:
+            alerts = self.alerts.overdue(record, "recovery", now)
+            work.append(Work("alerts", {"alerts": alerts}, f"{record.rollback_id}:partial_recovery"))
+        self.store.save(replace(record, recovery=judged), work, now)
+        self._event({"event": "rollback_recovery", "rollback_id": record.rollback_id, "status": judged.status})
+
+    # --- after a restart ----------------------------------------------------------------------
+    def reconcile(self, log: DecisionLog) -> int:
+        """Open the rollbacks the log decided but no record holds (the process died in between)."""
+        opened = 0
+        for test_id in log.tests():
+            for evidence in log.evidence(test_id):
+                rollback_id = str(evidence.get("decision_id", ""))
+                if not rollback_id or self.store.get(rollback_id) is not None:
+                    continue
+                decided_at = str(evidence["rollback_timestamp"])
+                record = log.find(test_id, parse_time(decided_at))
+                snapshot = parse_snapshot(record.snapshot) if record is not None else None
+                self.open(
+                    rollback_id, test_id, decided_at, str(evidence.get("triggered_by") or "rollback"),
+                    str(evidence.get("trigger_reason", "")), "abguard", rollback_id, snapshot, self.clock(),
+                )  # fmt: skip
+                opened += 1
+        return opened
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def rolled_back_now(decision: Decision) -> bool:
+    """An enforced decision that starts a rollback (not one repeating a rollback already made)."""
+    return decision.enforced and decision.action.rolls_back and decision.triggered_by != "rolled_back_test"
+
+
+def _moves_traffic(decision: Decision, snapshot: Snapshot) -> bool:
+    """An enforced decision that sets the challenger's share to something new, short of a rollback."""
+    target = decision.target_rollout_percent
+    return (
+        decision.enforced
+        and target is not None
+        and target != snapshot.rollout_percent
+        and not decision.action.rolls_back
+    )
+
+
+def views(records: Iterable[Rollback], now: float) -> list[dict[str, Any]]:
+    return [record.to_dict(now) for record in records]
+
+
+__all__ = ["AlertSink", "FlagSink", "RollbackError", "Rollbacks", "rolled_back_now", "views"]
