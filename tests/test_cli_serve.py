@@ -125,3 +125,31 @@ def test_evaluate_retries_unavailable(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0, captured.err
     assert guard.calls == 3
     assert json.loads(captured.out)["timestamp"] == "2026-11-24T09:00:30Z"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--notify-webhook", "http://127.0.0.1:9/x"],
+            {},
+            "needs its signing secret in $ABGUARD_NOTIFY_WEBHOOK_SECRET",
+        ),
+        (["--notify-webhook", "ftp://x"], {"ABGUARD_NOTIFY_WEBHOOK_SECRET": "s"}, "'ftp://x' is not an http://"),
+        (["--flags", "/no/such/flags.yaml"], {}, "/no/such/flags.yaml"),
+        (["--alertmanager", "ftp://x"], {}, "ftp://x"),
+    ],
+)
+def test_a_bad_rollback_integration_is_a_one_line_usage_error(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A rollback integration serve cannot build stops it at start, naming what is wrong."""
+    clean = {k: v for k, v in os.environ.items() if k != "ABGUARD_NOTIFY_WEBHOOK_SECRET"}
+    command = [str(Path(sys.executable).parent / "abguard"), "serve", "--listen", "127.0.0.1:0"]
+    done = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "data"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env={**clean, **env},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and message in done.stderr
+    assert done.stderr.count("\n") == 1

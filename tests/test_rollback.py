@@ -26,10 +26,13 @@ from engine.api.servicer import create_server
 from engine.api.v1 import risk_pb2 as pb
 from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.contract import Decision
+from engine.integrations.alertmanager import Alert
 from engine.integrations.flags import verify_signature
+from engine.integrations.notify import NotificationError, RollbackWebhook
 from engine.policy import load_effective
 from engine.rollback.process import GATEWAY_STEPS, Rollback, RollbackError, StepState
 from engine.service import Guard, Rollbacks
+from engine.service.sinks import Alerts
 from engine.store.rollbacks import RollbackStore
 from engine.store.sqlite import SqliteLog
 
@@ -176,6 +179,102 @@ def test_an_automatic_rollback_opens_a_record_and_flips_the_flag_first(setup: Se
         setup.guard.report_step("accuracy-regression", record.rollback_id, name, "done", "gateway")
     assert setup.guard.get_rollback("accuracy-regression", "").status(setup.clock.now) == "complete"
     assert setup.guard.test("accuracy-regression").test_status == "rolled_back"
+
+
+class FakeNotify:
+    """The signed rollback webhook, failing its first `failures` events."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionRefusedError("receiver down")
+        self.events.append(event)
+
+
+class PostedAlerts:
+    """An Alertmanager client that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.posts: list[list[Alert]] = []
+
+    def post(self, alerts: list[Alert]) -> None:
+        self.posts.append(list(alerts))
+
+
+def test_the_rollback_alert_is_sent_once_as_the_decision_s_own_alert(tmp_path: Path) -> None:
+    """The decision's AbguardRollback alert is the record's notification step, not a second alert
+    beside one of the record's own (Alertmanager would hold both)."""
+    client = PostedAlerts()
+    setup = Setup(tmp_path / "data")
+    setup.rollbacks.alerts = Alerts(cast(Any, client), "prod")
+    try:
+        setup.feed(scenario("accuracy_regression"), until="immediate_rollback")
+        setup.rollbacks.tick()
+        sent = [a for post in client.posts for a in post if a.alertname == "AbguardRollback"]
+        assert [(a.severity, a.condition, a.environment) for a in sent] == [("emergency", "accuracy", "prod")]
+        step = setup.guard.get_rollback("accuracy-regression", "").step("notification")
+        assert step.state == StepState.DONE
+    finally:
+        setup.close()
+
+
+def test_rollback_events_go_to_the_signed_webhook_and_the_step_waits_for_every_channel(tmp_path: Path) -> None:
+    notify = FakeNotify(failures=1)
+    setup = Setup(tmp_path / "data")
+    setup.rollbacks.notify = notify
+    try:
+        rows = scenario("accuracy_regression")
+        decided = setup.feed(rows, until="immediate_rollback")
+        rollback_id = setup.guard.get_rollback("accuracy-regression", "").rollback_id
+        setup.rollbacks.tick()  # the alert goes out, the webhook fails: the step is not done
+        step = setup.guard.get_rollback("accuracy-regression", rollback_id).step("notification")
+        assert step.state == StepState.FAILED and "receiver down" in step.detail
+        setup.clock.now += 2
+        setup.rollbacks.tick()
+        step = setup.guard.get_rollback("accuracy-regression", rollback_id).step("notification")
+        assert step.state == StepState.DONE
+        [opened] = notify.events
+        assert (opened["event"], opened["test_id"], opened["rollback_id"], opened["requested_by"]) == (
+            "rollback_opened",
+            "accuracy-regression",
+            rollback_id,
+            "abguard",
+        )
+        assert opened["trigger"] == "automatic_critical_risk" and opened["reason"] == decided[-1]["reason"]
+        setup.clock.now += 40  # the gateway reported nothing: the immediate phase is late
+        setup.rollbacks.tick()
+        setup.rollbacks.tick()
+        late = [e for e in notify.events if e["event"] == "rollback_overdue"]
+        assert [(e["phases"], e["steps_not_done"][:1]) for e in late] == [(["immediate"], ["traffic_cutoff"])]
+        for row in rows[len(decided) : len(decided) + 6]:
+            setup.guard.evaluate(row)
+        setup.rollbacks.tick()
+        [judged] = [e for e in notify.events if e["event"] == "rollback_recovery"]
+        assert judged["status"] == "partial_recovery" and judged["checks"]["user_traffic"] < 1
+    finally:
+        setup.close()
+
+
+def test_the_webhook_signs_each_event_and_a_refusal_is_an_error(tmp_path: Path) -> None:
+    """The real RollbackWebhook against a local receiver that checks the signature."""
+    Receiver.got = []
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver) as receiver:
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/rollbacks"
+        RollbackWebhook(url, Receiver.secret).send({"event": "rollback_opened", "test_id": "t"})
+        assert [(m["event"], m["test_id"]) for m in Receiver.got] == [("rollback_opened", "t")]
+        assert Receiver.got[0]["sent_at"].endswith("Z")
+        with pytest.raises(NotificationError, match="HTTP 401"):
+            RollbackWebhook(url, "another secret").send({"event": "rollback_opened", "test_id": "t"})
+        receiver.shutdown()
+    with pytest.raises(NotificationError, match="cannot connect"):
+        RollbackWebhook(url, "s", timeout=1).send({"event": "x"})
+    with pytest.raises(ValueError, match="not an http"):
+        RollbackWebhook("ftp://x", "s")
 
 
 def test_a_failing_flag_provider_is_retried_with_backoff_until_it_works(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def _summary(stub: rpc.RiskServiceStub) -> None:
         view = stub.GetTest(pb.GetTestRequest(test_id=test_id), timeout=10)
         status = pb.TestStatus.Name(view.test_status).removeprefix("TEST_STATUS_").lower()
         target = f"{view.target_rollout_percent:g}%" if view.HasField("target_rollout_percent") else "-"
-        line = f"{test_id:24} {status:12} traffic {target:5} {view.decisions} decisions"
+        line = f"{test_id:24} {status:20} traffic {target:5} {view.decisions} decisions"
         if view.rolled_back_at:
             line += f", rolled back at {view.rolled_back_at}"
         print(line)
@@ -203,6 +203,11 @@ def _rollback(stub: rpc.RiskServiceStub, data_dir: Path, alertmanager: str | Non
             break
         time.sleep(0.2)
     print(render(to_dict(record)))
+    if record.HasField("recovery") and record.recovery.status != "successful_recovery":
+        print(
+            "  (the recorded scenario's gateway kept sending the challenger its users after the rollback: the"
+            " user_traffic check fails, and the partial recovery is alerted as AbguardPartialRecovery)"
+        )
     flag_file = data_dir / "flags.flagd.json"
     if flag_file.exists():
         flag = json.loads(flag_file.read_text())["flags"].get("ff.challenger_accuracy-regression")

@@ -84,5 +84,7 @@ def render(record: dict[str, Any]) -> str:
     if recovery:
         seconds = recovery.get("recovery_seconds")
         took = f", all checks passed after {seconds:g} s" if seconds is not None else ""
-        lines.append(f"  recovery: {recovery['status']} (score {recovery['score']:.2f}{took})")
+        short = [f"{c['name']} {c['score']:.2f}" for c in recovery.get("checks", []) if c["score"] < 1.0]
+        below = f"; below 1: {', '.join(short)}" if short else ""
+        lines.append(f"  recovery: {recovery['status']} (score {recovery['score']:.2f}{took}{below})")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
 from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
-from ..service.sinks import build_rollbacks
+from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
 from .common import env_default, load_policy, positive_int
@@ -84,6 +85,10 @@ def add_parsers(commands: Any) -> None:
         "--alertmanager", default=env_default("ALERTMANAGER_URL", None), metavar="URL",
         help="Alertmanager base URL that alerts go to, e.g. http://127.0.0.1:9093 (ABGUARD_ALERTMANAGER_URL)",
     )  # fmt: skip
+    serve.add_argument(
+        "--notify-webhook", default=env_default("NOTIFY_WEBHOOK", None), metavar="URL",
+        help="URL rollback events are POSTed to, signed with $ABGUARD_NOTIFY_WEBHOOK_SECRET (ABGUARD_NOTIFY_WEBHOOK)",
+    )  # fmt: skip
     serve.set_defaults(run=run_serve)
 
     evaluate = commands.add_parser("evaluate", help="stream a JSON-lines file through a server's Evaluate")
@@ -114,7 +119,10 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
     try:
-        rollbacks = build_rollbacks(Path(args.data_dir), args.flags, args.alertmanager, policy, log_event)
+        rollbacks = build_rollbacks(
+            Path(args.data_dir), args.flags, args.alertmanager, policy, log_event,
+            notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV),
+        )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         log.close()

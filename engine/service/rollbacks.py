@@ -17,13 +17,15 @@ from typing import Any, Protocol
 
 from ..contract import Decision, Snapshot, parse_snapshot
 from ..contract.times import parse_time
+from ..integrations.alertmanager import ROLLBACK_ALERT
 from ..rollback import recovery
 from ..rollback.process import Recovery, Rollback, RollbackError, StepState
 from ..store import DecisionLog
 from ..store.rollbacks import OutboxItem, RollbackStore, Work
 
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)  # seconds before each retry; the last repeats
-STEP_OF_KIND = {"flag_rollback": "feature_flags", "rollback_alert": "notification"}
+# outbox kinds that carry out a step of the record; a step is done when all its items are
+STEP_OF_KIND = {"flag_rollback": "feature_flags", "rollback_alert": "notification", "rollback_webhook": "notification"}
 
 
 class FlagSink(Protocol):
@@ -49,6 +51,12 @@ class AlertSink(Protocol):
     def overdue(self, record: Rollback, phase: str, now: float) -> list[dict[str, Any]]: ...
 
 
+class NotifySink(Protocol):
+    """What the outbox needs of the signed rollback webhook (engine/integrations/notify.py)."""
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+
 class Rollbacks:
     def __init__(
         self,
@@ -57,11 +65,13 @@ class Rollbacks:
         flags: FlagSink | None = None,
         alerts: AlertSink | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        notify: NotifySink | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.flags = flags
         self.alerts = alerts
+        self.notify = notify
         self.on_event = on_event
         self._active: dict[str, frozenset[str]] = {}  # test -> alert keys firing
         self._lock = threading.Lock()
@@ -73,18 +83,23 @@ class Rollbacks:
         """After a decision is in the log: alerts, a rollback to open, the flag's rollout, recovery."""
         now = self.clock()
         work: list[Work] = []
+        alerts: list[dict[str, Any]] = []
         if self.alerts is not None:
             with self._lock:
                 before = self._active.get(decision.test_id, frozenset())
             alerts, after = self.alerts.for_decision(decision, before)
             with self._lock:
                 self._active[decision.test_id] = after
-            if alerts:
-                work.append(Work("alerts", {"alerts": alerts}, f"alerts:{decision.decision_id}"))
-        if rolled_back_now(decision):
+        starts = rolled_back_now(decision)
+        # a rollback's own alert is the rollback record's notification step: sent once, not twice
+        rollback_alerts = [a for a in alerts if starts and a.get("alertname") == ROLLBACK_ALERT]
+        others = [a for a in alerts if a not in rollback_alerts]
+        if others:
+            work.append(Work("alerts", {"alerts": others}, f"alerts:{decision.decision_id}"))
+        if starts:
             self.open(
                 decision.decision_id, decision.test_id, decision.timestamp, decision.triggered_by or "rollback",
-                decision.reason, "abguard", decision.decision_id, snapshot, now,
+                decision.reason, "abguard", decision.decision_id, snapshot, now, rollback_alerts,
             )  # fmt: skip
         else:
             if self.flags is not None and _moves_traffic(decision, snapshot):
@@ -106,8 +121,12 @@ class Rollbacks:
         decision_id: str,
         snapshot: Snapshot | None,
         now: float,
+        rollback_alerts: list[dict[str, Any]] | None = None,
     ) -> Rollback:
-        """Open a rollback record (once: a second call returns the first) with its outbox work."""
+        """Open a rollback record (once: a second call returns the first) with its outbox work.
+
+        `rollback_alerts`: the decision's own rollback alert (Alertmanager identifies an alert by its
+        labels, so the one the later decisions keep firing is this one); a manual rollback has none."""
         found = self.store.get(rollback_id)
         if found is not None:
             return found
@@ -119,9 +138,15 @@ class Rollbacks:
         else:
             record = record.with_step("feature_flags", StepState.SKIPPED, now, "no flag provider configured")
         if self.alerts is not None:
-            work.append(Work("rollback_alert", {"alerts": self.alerts.rollback(record)}, f"{rollback_id}:alert"))
-        else:
-            record = record.with_step("notification", StepState.SKIPPED, now, "no Alertmanager configured")
+            alerts = rollback_alerts or self.alerts.rollback(record)
+            work.append(Work("rollback_alert", {"alerts": alerts}, f"{rollback_id}:alert"))
+        if self.notify is not None:
+            event = _event_of(record, "rollback_opened", trigger=trigger, reason=reason, requested_by=requested_by)
+            work.append(
+                Work("rollback_webhook", {"event": {**event, "decided_at": decided_at}}, f"{rollback_id}:webhook")
+            )
+        if self.alerts is None and self.notify is None:
+            record = record.with_step("notification", StepState.SKIPPED, now, "no Alertmanager or webhook configured")
         reference = asdict(recovery.reference(snapshot)) if snapshot is not None else None
         self.store.open(record, work, now, {"reference": reference, "first_pass": None})
         self._event({"event": "rollback_opened", "test_id": test_id, "rollback_id": rollback_id, "by": requested_by})
@@ -160,13 +185,20 @@ class Rollbacks:
         now = self.clock()
         for item in self.store.due(now):
             self._run(item, now)
-        if self.alerts is None:
+        if self.alerts is None and self.notify is None:
             return
         for record in self.store.unfinished():
             late = [p.name for p in record.phases(now) if p.state == "overdue" and p.name not in record.alerted_overdue]
             if late:
-                alerts = [a for phase in late for a in self.alerts.overdue(record, phase, now)]
-                work = [Work("alerts", {"alerts": alerts}, f"{record.rollback_id}:overdue:{','.join(late)}")]
+                key = f"{record.rollback_id}:overdue:{','.join(late)}"
+                work = []
+                if self.alerts is not None:
+                    alerts = [a for phase in late for a in self.alerts.overdue(record, phase, now)]
+                    work.append(Work("alerts", {"alerts": alerts}, key))
+                if self.notify is not None:
+                    pending = [s.name for s in record.steps if s.spec.phase in late and not s.state.final]
+                    event = _event_of(record, "rollback_overdue", phases=late, steps_not_done=pending)
+                    work.append(Work("webhook_event", {"event": event}, f"{key}:webhook"))
                 marked = replace(record, alerted_overdue=(*record.alerted_overdue, *late))
                 self.store.save(marked, work, now)
                 self._event({"event": "rollback_overdue", "rollback_id": record.rollback_id, "phases": late})
@@ -196,6 +228,10 @@ class Rollbacks:
             if self.alerts is None:
                 raise RuntimeError("no Alertmanager configured any more")
             self.alerts.send(payload["alerts"])
+        elif item.kind in ("rollback_webhook", "webhook_event"):
+            if self.notify is None:
+                raise RuntimeError("no notification webhook configured any more")
+            self.notify.send(payload["event"])
         else:
             raise RuntimeError(f"unknown outbox kind {item.kind!r}")
 
@@ -203,6 +239,11 @@ class Rollbacks:
         step = STEP_OF_KIND.get(item.kind)
         if step is None or item.rollback_id is None:
             return
+        if state == StepState.DONE:
+            same = [i for i in self.store.items(item.rollback_id) if STEP_OF_KIND.get(i.kind) == step]
+            waiting = [i.kind for i in same if i.done_at is None]
+            if waiting:  # another item of the step (the webhook beside the alert, say) is still to go
+                state, detail = StepState.PENDING, f"{item.kind} done; waiting for {', '.join(waiting)}"
         with self._lock:
             record = self.store.get(item.rollback_id)
             if record is not None:
@@ -234,6 +275,12 @@ class Rollbacks:
         if judged.status != "successful_recovery" and self.alerts is not None:
             alerts = self.alerts.overdue(record, "recovery", now)
             work.append(Work("alerts", {"alerts": alerts}, f"{record.rollback_id}:partial_recovery"))
+        if self.notify is not None:
+            event = _event_of(
+                record, "rollback_recovery", status=judged.status, score=judged.score,
+                recovery_seconds=judged.recovery_seconds, checks=judged.checks,
+            )  # fmt: skip
+            work.append(Work("webhook_event", {"event": event}, f"{record.rollback_id}:recovery:webhook"))
         self.store.save(replace(record, recovery=judged), work, now)
         self._event({"event": "rollback_recovery", "rollback_id": record.rollback_id, "status": judged.status})
 
@@ -259,6 +306,12 @@ class Rollbacks:
     def _event(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _event_of(record: Rollback, event: str, **fields: Any) -> dict[str, Any]:
+    """A rollback event for the signed webhook: what it is about, then its own fields."""
+    about = {"test_id": record.test_id, "rollback_id": record.rollback_id, "decision_id": record.decision_id}
+    return {"event": event, **about, **fields}
 
 
 def rolled_back_now(decision: Decision) -> bool:

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import Decision, format_time
-from ..integrations.alertmanager import Alert, AlertKey, AlertmanagerClient, Severity, alerts_for
+from ..integrations.alertmanager import ROLLBACK_ALERT, Alert, AlertKey, AlertmanagerClient, Severity, alerts_for
 from ..integrations.flags import FlagProvider, FlagsConfig, build_provider, load_flags_config
+from ..integrations.notify import RollbackWebhook
 from ..policy.model import Policy
 from ..rollback.process import Rollback
 from ..store.rollbacks import RollbackStore
 from .rollbacks import Rollbacks
 
+NOTIFY_SECRET_ENV = "ABGUARD_NOTIFY_WEBHOOK_SECRET"  # the secret is never an argument: it would show in ps
 OVERDUE_ALERT = "AbguardRollbackOverdue"
 RECOVERY_ALERT = "AbguardPartialRecovery"
-ROLLBACK_ALERT = "AbguardRollback"
 
 
 class Flags:
@@ -57,6 +58,7 @@ class Alerts:
         return [asdict(alert) for alert in update.alerts], frozenset(update.active)
 
     def rollback(self, record: Rollback) -> list[dict[str, Any]]:
+        """The alert of a rollback no decision alerted on: a manual one (condition `manual_rollback`)."""
         by = "" if record.requested_by == "abguard" else f", asked by {record.requested_by}"
         return [
             self._alert(
@@ -113,12 +115,20 @@ def build_rollbacks(
     policy: Policy,
     on_event: Callable[[dict[str, Any]], None] | None,
     clock: Callable[[], float] | None = None,
+    notify_url: str | None = None,
+    notify_secret: str | None = None,
 ) -> Rollbacks:
-    """The rollback records in the data folder, with the flag provider and Alertmanager configured."""
+    """The rollback records in the data folder, with the flag provider, Alertmanager and the signed
+    rollback webhook configured (each optional)."""
+    notify = None
+    if notify_url:
+        if not notify_secret:
+            raise ValueError(f"--notify-webhook needs its signing secret in ${NOTIFY_SECRET_ENV}")
+        notify = RollbackWebhook(notify_url, notify_secret)
     flags = None
     if flags_config:
         config = load_flags_config(flags_config)
         flags = Flags(config, build_provider(config))
     alerts = Alerts(AlertmanagerClient(alertmanager_url), policy.environment) if alertmanager_url else None
     store = RollbackStore(data_dir / "rollbacks.sqlite3")
-    return Rollbacks(store, clock or time.time, flags, alerts, on_event)
+    return Rollbacks(store, clock or time.time, flags, alerts, on_event, notify)
