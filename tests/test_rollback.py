@@ -277,6 +277,35 @@ def test_the_webhook_signs_each_event_and_a_refusal_is_an_error(tmp_path: Path) 
         RollbackWebhook("ftp://x", "s")
 
 
+def test_a_traffic_cut_sets_the_flag_s_rollout_while_the_test_runs(setup: Setup) -> None:
+    decisions = setup.feed(scenario("sustained_medium_risk"), until="reduce_rollout")
+    assert decisions[-1]["enforced"] and decisions[-1]["target_rollout_percent"] == 5.0
+    setup.rollbacks.tick()
+    assert setup.flags.calls == [("set_rollout", "ff.challenger_sustained-medium-risk", 5.0)]
+
+
+def test_a_rollout_still_retrying_never_lands_after_the_rollback(tmp_path: Path) -> None:
+    """The newest flag change wins: the rollout that failed is superseded by the rollback, so the
+    provider coming back does not hand the challenger its users again."""
+    setup = Setup(tmp_path / "data", flags=FakeFlags(failures=1))
+    try:
+        rows = scenario("sustained_medium_risk")
+        decided = setup.feed(rows, until="reduce_rollout")
+        setup.rollbacks.tick()  # the rollout fails, and waits for its retry
+        assert setup.flags.calls == []
+        rest = setup.feed(rows[len(decided) :], until="rollback")
+        assert rest[-1]["action"] == "rollback"
+        for _ in range(3):
+            setup.clock.now += 30
+            setup.rollbacks.tick()
+        assert setup.flags.calls == [("roll_back", "ff.challenger_sustained-medium-risk", None)]
+        [rollout] = [i for i in setup.store.items(test_id="sustained-medium-risk") if i.kind == "flag_rollout"]
+        assert rollout.done_at is not None and rollout.last_error.startswith("superseded by ")
+        assert rollout.payload["percent"] == 5.0  # asked once: the gateway staying at 10% is not asked again
+    finally:
+        setup.close()
+
+
 def test_a_failing_flag_provider_is_retried_with_backoff_until_it_works(tmp_path: Path) -> None:
     setup = Setup(tmp_path / "data", flags=FakeFlags(failures=2))
     try:

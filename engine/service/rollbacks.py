@@ -23,6 +23,7 @@ from ..rollback.process import Recovery, Rollback, RollbackError, StepState
 from ..store import DecisionLog
 from ..store.rollbacks import OutboxItem, RollbackStore, Work
 
+ALERT_RESEND_SECONDS = 60.0  # firing alerts are re-sent at least this often (Alertmanager's resolve_timeout is 5m)
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)  # seconds before each retry; the last repeats
 # outbox kinds that carry out a step of the record; a step is done when all its items are
 STEP_OF_KIND = {"flag_rollback": "feature_flags", "rollback_alert": "notification", "rollback_webhook": "notification"}
@@ -74,6 +75,9 @@ class Rollbacks:
         self.notify = notify
         self.on_event = on_event
         self._active: dict[str, frozenset[str]] = {}  # test -> alert keys firing
+        self._asked: dict[str, float] = {}  # test -> the challenger share last asked of its flag
+        self._alerted_at: dict[str, float] = {}  # test -> when its alerts were last queued
+        self._judged: dict[str, str] = {}  # test -> its latest rollback, once its recovery is judged
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -90,6 +94,12 @@ class Rollbacks:
             alerts, after = self.alerts.for_decision(decision, before)
             with self._lock:
                 self._active[decision.test_id] = after
+                changed = after != before or any(a.get("ends_at") for a in alerts)
+                due = now - self._alerted_at.get(decision.test_id, float("-inf")) >= ALERT_RESEND_SECONDS
+                if changed or due:
+                    self._alerted_at[decision.test_id] = now
+                else:  # the same alerts, sent a moment ago: Alertmanager holds them
+                    alerts = []
         starts = rolled_back_now(decision)
         # a rollback's own alert is the rollback record's notification step: sent once, not twice
         rollback_alerts = [a for a in alerts if starts and a.get("alertname") == ROLLBACK_ALERT]
@@ -101,11 +111,15 @@ class Rollbacks:
                 decision.decision_id, decision.test_id, decision.timestamp, decision.triggered_by or "rollback",
                 decision.reason, "abguard", decision.decision_id, snapshot, now, rollback_alerts,
             )  # fmt: skip
+            with self._lock:
+                self._asked[decision.test_id] = 0.0
         else:
-            if self.flags is not None and _moves_traffic(decision, snapshot):
+            target = _new_target(decision, snapshot, self._asked.get(decision.test_id))
+            if self.flags is not None and target is not None:
                 flag = self.flags.flag_for(decision.test_id)
-                payload = {"flag": flag, "percent": decision.target_rollout_percent}
-                work.append(Work("flag_rollout", payload, f"rollout:{decision.decision_id}"))
+                work.append(Work("flag_rollout", {"flag": flag, "percent": target}, f"rollout:{decision.decision_id}"))
+                with self._lock:
+                    self._asked[decision.test_id] = target
             self._judge_recovery(decision.test_id, snapshot, now)
         if work:
             self.store.enqueue(decision.test_id, work, now)
@@ -149,6 +163,8 @@ class Rollbacks:
             record = record.with_step("notification", StepState.SKIPPED, now, "no Alertmanager or webhook configured")
         reference = asdict(recovery.reference(snapshot)) if snapshot is not None else None
         self.store.open(record, work, now, {"reference": reference, "first_pass": None})
+        with self._lock:
+            self._judged.pop(test_id, None)
         self._event({"event": "rollback_opened", "test_id": test_id, "rollback_id": rollback_id, "by": requested_by})
         return self.store.get(rollback_id) or record
 
@@ -253,8 +269,14 @@ class Rollbacks:
 
     # --- recovery -----------------------------------------------------------------------------
     def _judge_recovery(self, test_id: str, snapshot: Snapshot, now: float) -> None:
+        if test_id in self._judged:  # (a new rollback of the test forgets it)
+            return
         record = self.store.latest(test_id)
-        if record is None or record.recovery is not None:
+        if record is None:
+            self._judged[test_id] = ""
+            return
+        if record.recovery is not None:
+            self._judged[test_id] = record.rollback_id
             return
         extra = self.store.extra(record.rollback_id)
         if not extra.get("reference"):
@@ -282,6 +304,7 @@ class Rollbacks:
             )  # fmt: skip
             work.append(Work("webhook_event", {"event": event}, f"{record.rollback_id}:recovery:webhook"))
         self.store.save(replace(record, recovery=judged), work, now)
+        self._judged[test_id] = record.rollback_id
         self._event({"event": "rollback_recovery", "rollback_id": record.rollback_id, "status": judged.status})
 
     # --- after a restart ----------------------------------------------------------------------
@@ -319,15 +342,15 @@ def rolled_back_now(decision: Decision) -> bool:
     return decision.enforced and decision.action.rolls_back and decision.triggered_by != "rolled_back_test"
 
 
-def _moves_traffic(decision: Decision, snapshot: Snapshot) -> bool:
-    """An enforced decision that sets the challenger's share to something new, short of a rollback."""
+def _new_target(decision: Decision, snapshot: Snapshot, asked: float | None) -> float | None:
+    """The share to set the flag to, when an enforced decision (short of a rollback) moves it: a new
+    target, against the one last asked for (or, before any, the share the gateway reports). A gateway
+    slow to follow is not asked again on every decision."""
     target = decision.target_rollout_percent
-    return (
-        decision.enforced
-        and target is not None
-        and target != snapshot.rollout_percent
-        and not decision.action.rolls_back
-    )
+    if not decision.enforced or target is None or decision.action.rolls_back:
+        return None
+    current = asked if asked is not None else snapshot.rollout_percent
+    return None if target == current else target
 
 
 def views(records: Iterable[Rollback], now: float) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class Alerts:
 
     def for_decision(self, decision: Decision, active: frozenset[Any]) -> tuple[list[dict[str, Any]], frozenset[Any]]:
         update = alerts_for(decision, {AlertKey(*key) for key in active}, environment=self.environment)
-        return [asdict(alert) for alert in update.alerts], frozenset(update.active)
+        return [_fields(alert) for alert in update.alerts], frozenset(update.active)
 
     def rollback(self, record: Rollback) -> list[dict[str, Any]]:
         """The alert of a rollback no decision alerted on: a manual one (condition `manual_rollback`)."""
@@ -105,7 +105,15 @@ class Alerts:
             starts_at=format_time(at),
             environment=self.environment,
         )
-        return asdict(alert)
+        return _fields(alert)
+
+
+_ALERT_FIELDS = tuple(field.name for field in fields(Alert))
+
+
+def _fields(alert: Alert) -> dict[str, Any]:
+    """An alert as the outbox's JSON (dataclasses.asdict deep-copies, at a third of a decision's cost)."""
+    return {name: getattr(alert, name) for name in _ALERT_FIELDS}
 
 
 def build_rollbacks(

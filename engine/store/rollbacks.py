@@ -45,6 +45,9 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_at, next_at);
 """
 
 
+FLAG_KINDS = frozenset({"flag_rollout", "flag_rollback"})  # changes of one test's flag: the newest wins
+
+
 class OutboxItem(NamedTuple):
     id: int
     rollback_id: str | None
@@ -70,7 +73,7 @@ class RollbackStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # as the decision log: WAL, durable at checkpoints
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
@@ -146,11 +149,22 @@ class RollbackStore:
     # --- the outbox ----------------------------------------------------------------------------
     def _enqueue(self, rollback_id: str | None, test_id: str, work: Iterable[Work], now: float) -> None:
         for item in work:
+            if item.kind in FLAG_KINDS and not self._queued(item.key):
+                # the newest flag change wins: an older one still retrying must not land after it
+                # (a rollout retried after the rollback would give the challenger its users back)
+                self._db.execute(
+                    "UPDATE outbox SET done_at = ?, last_error = ? WHERE test_id = ? AND done_at IS NULL"
+                    f" AND kind IN ({', '.join('?' * len(FLAG_KINDS))})",
+                    (now, f"superseded by {item.key}", test_id, *sorted(FLAG_KINDS)),
+                )
             self._db.execute(
                 "INSERT OR IGNORE INTO outbox (rollback_id, test_id, kind, payload, key, next_at, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (rollback_id, test_id, item.kind, json.dumps(item.payload, sort_keys=True), item.key, now, now),
             )
+
+    def _queued(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone() is not None
 
     def enqueue(self, test_id: str, work: Iterable[Work], now: float, rollback_id: str | None = None) -> None:
         with self._lock:
