@@ -38,4 +38,7 @@ EXPOSE 50051
 # healthy as soon as the rebuild is done instead of up to --interval later.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --start-interval=2s --retries=3 \
     CMD ["abguard", "health", "--server", "127.0.0.1:50051"]
+# Rollback integrations by environment (README "Rollbacks as a tracked process"): ABGUARD_FLAGS
+# (a flags config mounted into the container), ABGUARD_ALERTMANAGER_URL, ABGUARD_NOTIFY_WEBHOOK
+# with its ABGUARD_NOTIFY_WEBHOOK_SECRET. Rollback records and the outbox live in /data too.
 ENTRYPOINT ["abguard", "serve", "--listen", "0.0.0.0:50051", "--data-dir", "/data"]
