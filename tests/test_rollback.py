@@ -342,6 +342,31 @@ def test_a_phase_past_its_deadline_raises_one_alert(setup: Setup) -> None:
     assert setup.guard.test("accuracy-regression").test_status == "rollback_in_progress"
 
 
+def test_a_gateway_report_racing_the_overdue_alert_is_not_lost(setup: Setup) -> None:
+    """The worker marks a late phase while the gateway reports a step: both changes stay (each
+    change of a record is one read-modify-write transaction)."""
+    setup.feed(scenario("accuracy_regression"), until="immediate_rollback")
+    rollback_id = setup.guard.get_rollback("accuracy-regression", "").rollback_id
+    setup.rollbacks.tick()
+    setup.clock.now += 31
+    reporter = threading.Thread(
+        target=setup.guard.report_step, args=("accuracy-regression", rollback_id, "traffic_cutoff", "done", "gw")
+    )
+    overdue = setup.alerts.overdue
+
+    def slow_overdue(record: Rollback, phase: str, now: float) -> list[dict[str, Any]]:
+        reporter.start()  # the gateway's report arrives while the worker is between its read and its write
+        time.sleep(0.3)
+        return overdue(record, phase, now)
+
+    setup.alerts.overdue = slow_overdue  # type: ignore[method-assign]
+    setup.rollbacks.tick()
+    reporter.join(10)
+    record = setup.guard.get_rollback("accuracy-regression", rollback_id)
+    assert record.alerted_overdue == ("immediate",)
+    assert record.step("traffic_cutoff").state == StepState.DONE
+
+
 def test_recovery_is_judged_two_minutes_after_the_rollback(setup: Setup) -> None:
     rows = scenario("accuracy_regression")
     decided = setup.feed(rows, until="immediate_rollback")
@@ -530,10 +555,10 @@ class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         ok = verify_signature(self.secret, body, self.headers.get("X-Abguard-Signature"))
+        if ok:  # before the answer: the sender may look as soon as it has one
+            Receiver.got.append(json.loads(body))
         self.send_response(204 if ok else 401)
         self.end_headers()
-        if ok:
-            Receiver.got.append(json.loads(body))
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -170,13 +170,16 @@ class Rollbacks:
 
     def report(self, test_id: str, rollback_id: str, step: str, outcome: str, detail: str) -> Rollback:
         """A gateway's report of one of its steps; reporting the same outcome again changes nothing."""
-        with self._lock:
-            record = self.store.get(rollback_id)
-            if record is None or record.test_id != test_id:
+        now = self.clock()
+
+        def change(record: Rollback) -> tuple[Rollback, list[Work]]:
+            if record.test_id != test_id:
                 raise LookupError(f"no rollback {rollback_id!r} of test {test_id!r}")
-            moved = record.reported(step, outcome, self.clock(), detail)
-            if moved is not record:
-                self.store.save(moved)
+            return record.reported(step, outcome, now, detail), []
+
+        moved = self.store.update(rollback_id, change, now)
+        if moved is None:
+            raise LookupError(f"no rollback {rollback_id!r} of test {test_id!r}")
         return moved
 
     # --- the worker ---------------------------------------------------------------------------
@@ -204,20 +207,36 @@ class Rollbacks:
         if self.alerts is None and self.notify is None:
             return
         for record in self.store.unfinished():
-            late = [p.name for p in record.phases(now) if p.state == "overdue" and p.name not in record.alerted_overdue]
-            if late:
-                key = f"{record.rollback_id}:overdue:{','.join(late)}"
-                work = []
-                if self.alerts is not None:
-                    alerts = [a for phase in late for a in self.alerts.overdue(record, phase, now)]
-                    work.append(Work("alerts", {"alerts": alerts}, key))
-                if self.notify is not None:
-                    pending = [s.name for s in record.steps if s.spec.phase in late and not s.state.final]
-                    event = _event_of(record, "rollback_overdue", phases=late, steps_not_done=pending)
-                    work.append(Work("webhook_event", {"event": event}, f"{key}:webhook"))
-                marked = replace(record, alerted_overdue=(*record.alerted_overdue, *late))
-                self.store.save(marked, work, now)
-                self._event({"event": "rollback_overdue", "rollback_id": record.rollback_id, "phases": late})
+            if _late(record, now):
+                self._mark_overdue(record.rollback_id, now)
+
+    def _mark_overdue(self, rollback_id: str, now: float) -> None:
+        """Queue the overdue alert of the phases late now, judged on the record as stored (once each)."""
+        late: list[str] = []
+
+        def mark(current: Rollback) -> tuple[Rollback, list[Work]]:
+            late[:] = _late(current, now)
+            marked = replace(current, alerted_overdue=(*current.alerted_overdue, *late))
+            return marked, self._overdue(current, late, now)
+
+        self.store.update(rollback_id, mark, now)
+        if late:
+            self._event({"event": "rollback_overdue", "rollback_id": rollback_id, "phases": late})
+
+    def _overdue(self, record: Rollback, late: list[str], now: float) -> list[Work]:
+        """The alert and webhook event of phases past their deadline."""
+        if not late:
+            return []
+        key = f"{record.rollback_id}:overdue:{','.join(late)}"
+        work = []
+        if self.alerts is not None:
+            alerts = [a for phase in late for a in self.alerts.overdue(record, phase, now)]
+            work.append(Work("alerts", {"alerts": alerts}, key))
+        if self.notify is not None:
+            pending = [s.name for s in record.steps if s.spec.phase in late and not s.state.final]
+            event = _event_of(record, "rollback_overdue", phases=late, steps_not_done=pending)
+            work.append(Work("webhook_event", {"event": event}, f"{key}:webhook"))
+        return work
 
     def _run(self, item: OutboxItem, now: float) -> None:
         try:
@@ -260,12 +279,7 @@ class Rollbacks:
             waiting = [i.kind for i in same if i.done_at is None]
             if waiting:  # another item of the step (the webhook beside the alert, say) is still to go
                 state, detail = StepState.PENDING, f"{item.kind} done; waiting for {', '.join(waiting)}"
-        with self._lock:
-            record = self.store.get(item.rollback_id)
-            if record is not None:
-                moved = record.with_step(step, state, now, detail)
-                if moved is not record:
-                    self.store.save(moved)
+        self.store.update(item.rollback_id, lambda record: (record.with_step(step, state, now, detail), []), now)
 
     # --- recovery -----------------------------------------------------------------------------
     def _judge_recovery(self, test_id: str, snapshot: Snapshot, now: float) -> None:
@@ -293,17 +307,24 @@ class Rollbacks:
             return
         value = recovery.score(scores)
         judged = Recovery(recovery.verdict(value), round(value, 4), now, scores, first_pass)
-        work: list[Work] = []
-        if judged.status != "successful_recovery" and self.alerts is not None:
-            alerts = self.alerts.overdue(record, "recovery", now)
-            work.append(Work("alerts", {"alerts": alerts}, f"{record.rollback_id}:partial_recovery"))
-        if self.notify is not None:
-            event = _event_of(
-                record, "rollback_recovery", status=judged.status, score=judged.score,
-                recovery_seconds=judged.recovery_seconds, checks=judged.checks,
-            )  # fmt: skip
-            work.append(Work("webhook_event", {"event": event}, f"{record.rollback_id}:recovery:webhook"))
-        self.store.save(replace(record, recovery=judged), work, now)
+
+        def judge(current: Rollback) -> tuple[Rollback, list[Work]]:
+            if current.recovery is not None:  # judged already (a resent snapshot, say)
+                return current, []
+            done = replace(current, recovery=judged)
+            work: list[Work] = []
+            if judged.status != "successful_recovery" and self.alerts is not None:
+                alerts = self.alerts.overdue(done, "recovery", now)
+                work.append(Work("alerts", {"alerts": alerts}, f"{current.rollback_id}:partial_recovery"))
+            if self.notify is not None:
+                event = _event_of(
+                    current, "rollback_recovery", status=judged.status, score=judged.score,
+                    recovery_seconds=judged.recovery_seconds, checks=judged.checks,
+                )  # fmt: skip
+                work.append(Work("webhook_event", {"event": event}, f"{current.rollback_id}:recovery:webhook"))
+            return done, work
+
+        self.store.update(record.rollback_id, judge, now)
         self._judged[test_id] = record.rollback_id
         self._event({"event": "rollback_recovery", "rollback_id": record.rollback_id, "status": judged.status})
 
@@ -329,6 +350,11 @@ class Rollbacks:
     def _event(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _late(record: Rollback, now: float) -> list[str]:
+    """Phases past their deadline, not done, whose overdue alert is not queued yet."""
+    return [p.name for p in record.phases(now) if p.state == "overdue" and p.name not in record.alerted_overdue]
 
 
 def _event_of(record: Rollback, event: str, **fields: Any) -> dict[str, Any]:

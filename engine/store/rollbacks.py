@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -96,18 +96,31 @@ class RollbackStore:
                 raise
         return bool(inserted)
 
-    def save(self, record: Rollback, work: Iterable[Work] = (), now: float = 0.0) -> None:
+    def update(
+        self, rollback_id: str, change: Callable[[Rollback], tuple[Rollback, list[Work]]], now: float
+    ) -> Rollback | None:
+        """Read, change and write one record in one transaction, with the work the change asks for:
+        the request threads (gateway reports) and the outbox worker never overwrite each other's steps.
+        None when there is no such record; `change` may raise, which leaves the record as it was."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "UPDATE rollbacks SET body = ? WHERE rollback_id = ?", (encode(record), record.rollback_id)
-                )
-                self._enqueue(record.rollback_id, record.test_id, work, now)
+                row = self._db.execute("SELECT body FROM rollbacks WHERE rollback_id = ?", (rollback_id,)).fetchone()
+                if row is None:
+                    self._db.execute("ROLLBACK")
+                    return None
+                record = decode(row[0])
+                moved, work = change(record)
+                if moved != record:
+                    self._db.execute(
+                        "UPDATE rollbacks SET body = ? WHERE rollback_id = ?", (encode(moved), rollback_id)
+                    )
+                self._enqueue(rollback_id, moved.test_id, work, now)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        return moved
 
     def get(self, rollback_id: str) -> Rollback | None:
         with self._lock:
