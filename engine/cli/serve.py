@@ -32,6 +32,7 @@ from .render import table_header, table_row, to_json_dict
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
+SIGNAL_POLL_SECONDS = 0.05  # how soon the main thread sees a signal the handler noted
 
 
 # Evaluate is safe to retry (a resent snapshot is answered from the log), so the client retries
@@ -134,11 +135,14 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
         guard.close()
         return USAGE
-    stop = threading.Event()
+    stop = threading.Event()  # set by the rebuild when it cannot finish, or below on a signal
+    signals: list[int] = []
 
     def on_signal(number: int, _frame: object) -> None:
-        log_event({"event": "stopping", "signal": signal.Signals(number).name})
-        stop.set()
+        # Only a list append: the handler runs in the main thread between two bytecodes, maybe
+        # while that thread holds the event's or the log's lock, and taking either here would
+        # deadlock (seen under load: SIGTERM right after the `serving` line hung the process).
+        signals.append(number)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -162,7 +166,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     rebuilder.start()
     rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
-    stop.wait()
+    while not stop.wait(SIGNAL_POLL_SECONDS) and not signals:
+        pass
+    if signals:
+        log_event({"event": "stopping", "signal": signal.Signals(signals[0]).name})
+        stop.set()  # the rebuild sees it and stops
     health.enter_graceful_shutdown()
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
