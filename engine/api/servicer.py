@@ -18,18 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from ..contract import InputError, OutOfOrderError, excerpt
-from ..rollback.process import Rollback, RollbackError
-from ..service import (
-    Guard,
-    RebuildingError,
-    RollbacksUnavailableError,
-    UnknownRollbackError,
-    UnknownTestError,
-    Watcher,
-)
-from ..store import LogError
+from ..contract import InputError, excerpt
+from ..metrics import Metrics
+from ..rollback.process import Rollback
+from ..service import Guard, Watcher
 from .convert import enum_number, enum_word, fill, present
+from .errors import TooManyWatchersError, status_of
 from .v1 import risk_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
@@ -37,10 +31,6 @@ DEFAULT_PAGE, MAX_PAGE = 50, 500
 MAX_MESSAGE = 4000  # characters of an error message: well inside gRPC's 8 KiB metadata limit
 Reply = TypeVar("Reply")
 Log = Callable[[dict[str, Any]], None]
-
-
-class TooManyWatchersError(RuntimeError):
-    """Each watch stream holds a worker thread; past the limit Evaluate would starve."""
 
 
 class Undecodable:
@@ -67,28 +57,6 @@ def _abort(context: grpc.ServicerContext, code: int, message: str, violations: l
     context.abort_with_status(rpc_status.to_status(status))
 
 
-def _status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | None:
-    """The status code, message and field violations a domain error maps to; None for a bug of ours."""
-    if isinstance(error, InputError):
-        return code_pb2.INVALID_ARGUMENT, str(error), [(v.field, v.message) for v in error.violations]
-    if isinstance(error, OutOfOrderError):
-        return code_pb2.FAILED_PRECONDITION, str(error), [("snapshot.timestamp", str(error))]
-    if isinstance(error, UnknownTestError):
-        return code_pb2.NOT_FOUND, str(error), [("test_id", str(error))]
-    if isinstance(error, UnknownRollbackError):
-        return code_pb2.NOT_FOUND, str(error), [("rollback_id", str(error))]
-    if isinstance(error, RollbackError):  # a report that does not fit: unknown step or outcome
-        field = "outcome" if "outcome" in str(error) else "step"
-        return code_pb2.INVALID_ARGUMENT, str(error), [(field, str(error))]
-    if isinstance(error, RollbacksUnavailableError):
-        return code_pb2.FAILED_PRECONDITION, str(error), []
-    if isinstance(error, TooManyWatchersError):
-        return code_pb2.RESOURCE_EXHAUSTED, str(error), []
-    if isinstance(error, (LogError, RebuildingError)):  # retryable; health says NOT_SERVING meanwhile
-        return code_pb2.UNAVAILABLE, str(error), []
-    return None
-
-
 def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
     """Domain errors become status codes; nothing escapes as UNKNOWN."""
 
@@ -107,14 +75,17 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
 
 
 class RiskServicer:
-    def __init__(self, guard: Guard, log: Log | None = None, max_watchers: int = 4) -> None:
+    def __init__(
+        self, guard: Guard, log: Log | None = None, max_watchers: int = 4, metrics: Metrics | None = None
+    ) -> None:
         self.guard = guard
         self.log = log
+        self.metrics = metrics
         self.max_watchers = max_watchers
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
 
     def _fail(self, context: grpc.ServicerContext, method: str, error: Exception) -> None:
-        mapped = _status_of(error)
+        mapped = status_of(error)
         if mapped is None:  # a bug of ours: say so, keep serving
             if self.log is not None:
                 self.log({"event": "internal_error", "method": method, "error": repr(error)[:1000]})
@@ -132,6 +103,8 @@ class RiskServicer:
             raise error.under("snapshot") from None
         response = pb.EvaluateResponse()
         fill(response.decision, decision)
+        if self.metrics is not None:
+            self.metrics.timed("grpc")(start)
         if self.log is not None:
             self.log(
                 {
@@ -202,6 +175,8 @@ class RiskServicer:
         reason = _required(request.reason, "reason", "say why the test is rolled back (it is recorded)")
         who = _required(request.requested_by, "requested_by", "who asks for the rollback (it is recorded)")
         record = self.guard.rollback(_test_id(request.test_id), reason, who)
+        if self.metrics is not None and record.requested_by == who:
+            self.metrics.manual_rollback()
         if self.log is not None:
             self.log(
                 {"event": "manual_rollback", "test_id": record.test_id, "rollback_id": record.rollback_id, "by": who}
@@ -309,15 +284,16 @@ def _handlers(servicer: RiskServicer) -> dict[str, grpc.RpcMethodHandler]:
 
 
 def create_server(
-    guard: Guard, address: str, workers: int = 16, log: Log | None = None
+    guard: Guard, address: str, workers: int = 16, log: Log | None = None, metrics: Metrics | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A ready (not yet started) server bound to `address`; port 0 picks a free port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
         options=[("grpc.so_reuseport", 0), ("grpc.max_connection_age_ms", 300_000)],
+        interceptors=[metrics.interceptor()] if metrics is not None else None,
     )
     # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing
-    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4)))
+    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4), metrics))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
     health_servicer = health.HealthServicer()

@@ -21,6 +21,8 @@ from ..api.servicer import create_server
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
+from ..http import HttpServer, create_app
+from ..metrics import Metrics
 from ..policy.policyset import DEFAULT_PROFILE
 from ..service import Guard
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
@@ -87,6 +89,10 @@ def add_parsers(commands: Any) -> None:
         help="Alertmanager base URL that alerts go to, e.g. http://127.0.0.1:9093 (ABGUARD_ALERTMANAGER_URL)",
     )  # fmt: skip
     serve.add_argument(
+        "--http", default=env_default("HTTP", None), metavar="HOST:PORT",
+        help="also serve HTTP/JSON, /metrics and the dashboard here, e.g. 127.0.0.1:8080 (ABGUARD_HTTP)",
+    )  # fmt: skip
+    serve.add_argument(
         "--notify-webhook", default=env_default("NOTIFY_WEBHOOK", None), metavar="URL",
         help="URL rollback events are POSTed to, signed with $ABGUARD_NOTIFY_WEBHOOK_SECRET (ABGUARD_NOTIFY_WEBHOOK)",
     )  # fmt: skip
@@ -129,29 +135,30 @@ def run_serve(args: argparse.Namespace) -> int:
         log.close()
         return USAGE
     guard = Guard(policy, log, on_event=log_event, rebuild_first=True, rollbacks=rollbacks)  # UNAVAILABLE until rebuilt
+    metrics = Metrics(guard)
     try:
-        server, port, health = create_server(guard, args.listen, args.workers, log_event)
+        server, port, health = create_server(guard, args.listen, args.workers, log_event, metrics)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
         guard.close()
         return USAGE
-    stop = threading.Event()  # set by the rebuild when it cannot finish, or below on a signal
-    signals: list[int] = []
-
-    def on_signal(number: int, _frame: object) -> None:
-        # Only a list append: the handler runs in the main thread between two bytecodes, maybe
-        # while that thread holds the event's or the log's lock, and taking either here would
-        # deadlock (seen under load: SIGTERM right after the `serving` line hung the process).
-        signals.append(number)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    try:
+        web = _http_server(args, guard, metrics)
+    except OSError as error:
+        print(f"abguard serve: cannot listen on {args.http} (--http): {error}", file=sys.stderr)
+        guard.close()
+        return USAGE
+    stop = threading.Event()  # set by the rebuild when it cannot finish, or on a signal
+    signals = _noted_signals()
     server.start()  # the port is open at once (health NOT_SERVING): a long rebuild is not a dead service
+    if web is not None:
+        web.start()
     host = args.listen.rsplit(":", 1)[0]
     log_event(
         {
             "event": "serving",
             "listen": f"{host}:{port}",
+            "http": web.address if web is not None else None,
             "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
             "profile": policy.profile,
             "environment": policy.environment,
@@ -166,15 +173,13 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     rebuilder.start()
     rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
-    while not stop.wait(SIGNAL_POLL_SECONDS) and not signals:
-        pass
-    if signals:
-        log_event({"event": "stopping", "signal": signal.Signals(signals[0]).name})
-        stop.set()  # the rebuild sees it and stops
+    _wait_for_stop(stop, signals)
     health.enter_graceful_shutdown()
     started = time.monotonic()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
+    if web is not None:
+        web.stop(GRACE_SECONDS)
     rollbacks.stop()
     guard.close()  # stops a rebuild still running; a failed checkpoint is logged, not raised
     rebuilder.join(GRACE_SECONDS)  # before the rollback store closes: the rebuild ends by reconciling it
@@ -184,6 +189,37 @@ def run_serve(args: argparse.Namespace) -> int:
         print(failed[0][1], file=sys.stderr)
         return failed[0][0]
     return OK
+
+
+def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics) -> HttpServer | None:
+    """The HTTP/JSON server on --http (bound, not started), or None without it."""
+    if not args.http:
+        return None
+    return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4)), args.http)
+
+
+def _noted_signals() -> list[int]:
+    """SIGTERM and SIGINT, noted in the list returned.
+
+    The handler only appends: it runs in the main thread between two bytecodes, maybe while that
+    thread holds the event's or the log's lock, and taking either there would deadlock (seen under
+    load: SIGTERM right after the `serving` line hung the process)."""
+    signals: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        signals.append(number)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return signals
+
+
+def _wait_for_stop(stop: threading.Event, signals: list[int]) -> None:
+    while not stop.wait(SIGNAL_POLL_SECONDS) and not signals:
+        pass
+    if signals:
+        log_event({"event": "stopping", "signal": signal.Signals(signals[0]).name})
+        stop.set()  # the rebuild sees it and stops
 
 
 def _rebuild(guard: Guard, path: str, stop: threading.Event, failed: list[tuple[int, str]]) -> None:

@@ -95,6 +95,7 @@ class Guard:
         self._fault_since = 0.0
         self._prober: threading.Thread | None = None
         self._listeners: list[Callable[[bool], None]] = []
+        self._deciders: list[Callable[[dict[str, Any]], None]] = []  # told of each new decision (metrics)
         self._told: bool | None = None
         self._closing = threading.Event()
 
@@ -117,7 +118,18 @@ class Guard:
             self._checkpoint(snapshot.test_id, record.seq, next_state)
             self.watchers.publish(body)  # under the test's lock: watchers see a test's decisions in order
             self._carry_out(decision, snapshot)
+            for told in self._deciders:
+                told(body)
         return body
+
+    def on_decision(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with each new decision once it is in the log (not with resent ones); it must not raise."""
+        self._deciders.append(listener)
+
+    def tests(self) -> list[str]:
+        """Every test the log holds a decision of."""
+        self._ready()
+        return self.log.tests()
 
     def _carry_out(self, decision: Decision, snapshot: Snapshot) -> None:
         """Rollbacks, alerts and flags after a decision is in the log; their failure never fails it

@@ -1,0 +1,48 @@
+"""Errors as RFC 9457 problem+json, with the status that matches the gRPC code of the same error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from google.rpc import code_pb2
+from starlette.responses import Response
+
+from ..api.errors import status_of
+
+PROBLEM = "application/problem+json"
+HTTP_OF = {
+    code_pb2.INVALID_ARGUMENT: 400,
+    code_pb2.NOT_FOUND: 404,
+    code_pb2.FAILED_PRECONDITION: 409,
+    code_pb2.RESOURCE_EXHAUSTED: 429,
+    code_pb2.UNAVAILABLE: 503,
+    code_pb2.INTERNAL: 500,
+}
+TITLE = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 413: "Content Too Large", 429: "Too Many Requests",
+         500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+
+
+def problem(status: int, detail: str, code: str, errors: list[tuple[str, str]] = (), **extra: Any) -> Response:  # type: ignore[assignment]
+    """One problem document; `errors` name the fields to blame (`challenger.requests`)."""
+    body: dict[str, Any] = {
+        "type": f"https://abguard.dev/problems/{code.lower().replace('_', '-')}",
+        "title": TITLE.get(status, "Error"),
+        "status": status,
+        "detail": detail[:4000],
+        "code": code,
+    }
+    if errors:
+        body["errors"] = [{"field": field, "message": message[:500]} for field, message in errors[:50]]
+    body.update(extra)
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def problem_of(error: Exception) -> Response | None:
+    """The problem a domain error maps to; None for a bug of ours (the caller logs it, answers 500)."""
+    mapped = status_of(error)
+    if mapped is None:
+        return None
+    code, message, violations = mapped
+    return problem(HTTP_OF.get(code, 500), message, code_pb2.Code.Name(code), violations)

@@ -1,0 +1,183 @@
+"""Prometheus metrics of one service: what it decided, how fast, the state of each test read at
+scrape time, the policy in force, and the gRPC server's calls by method and code.
+
+No decision id or reason is ever a label (unbounded). A test leaves the per-test gauges once it
+is finished: rolled back with its rollback complete. The registry is the service's own, so two
+services in one process (tests) do not share counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .contract import ConditionStatus
+from .service import Guard, UnknownTestError
+
+# Evaluate takes ~0.3-1 ms here; the buckets resolve sub-millisecond calls and reach 100 ms
+EVALUATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+STATUSES = tuple(status.value for status in ConditionStatus)
+FINISHED = "rolled_back"  # with its rollback complete (rollback_in_progress stays)
+
+
+class Metrics:
+    def __init__(self, guard: Guard) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape and nobody graphs them
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "abguard_decisions", "New decisions (resent snapshots answered from the log are not counted)",
+            ["action", "triggered_by", "enforced"], registry=self.registry,
+        )  # fmt: skip
+        self.rollbacks = Counter(
+            "abguard_rollbacks", "Rollbacks started, by trigger (manual_rollback for RollbackTest)",
+            ["trigger"], registry=self.registry,
+        )  # fmt: skip
+        self.evaluate_seconds = Histogram(
+            "abguard_evaluate_duration_seconds", "Evaluate calls, from request to answer, by transport",
+            ["transport"], buckets=EVALUATE_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server",
+            ["grpc_type", "grpc_service", "grpc_method"], registry=self.registry,
+        )  # fmt: skip
+        self.grpc_handled = Counter(
+            "grpc_server_handled", "RPCs completed on the server, by status code",
+            ["grpc_type", "grpc_service", "grpc_method", "grpc_code"], registry=self.registry,
+        )  # fmt: skip
+        policy = guard.policy
+        Info("abguard_policy", "The policy in force", registry=self.registry).info(
+            {"name": policy.name, "version": str(policy.version), "digest": policy.digest}
+        )
+        self.registry.register(TestCollector(guard))
+        guard.on_decision(self.decided)
+
+    def decided(self, decision: dict[str, Any]) -> None:
+        triggered_by = decision.get("triggered_by") or ""
+        enforced = "true" if decision.get("enforced") else "false"
+        self.decisions.labels(decision["action"], triggered_by, enforced).inc()
+        starts = decision["action"] in ("rollback", "immediate_rollback") and triggered_by != "rolled_back_test"
+        if starts and decision.get("enforced"):
+            self.rollbacks.labels(triggered_by or "rollback").inc()
+
+    def manual_rollback(self) -> None:
+        self.rollbacks.labels("manual_rollback").inc()
+
+    def timed(self, transport: str) -> Callable[[float], None]:
+        """Call the result with the call's start (perf_counter) when it is answered."""
+        child = self.evaluate_seconds.labels(transport)
+        return lambda started: child.observe(time.perf_counter() - started)
+
+    def interceptor(self) -> grpc.ServerInterceptor:
+        return _GrpcMetrics(self)
+
+
+class TestCollector(Collector):
+    """Per-test gauges, read from the guard at scrape time."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        risk = GaugeMetricFamily("abguard_risk_score", "The latest decision's risk score", labels=["test_id"])
+        target = GaugeMetricFamily(
+            "abguard_target_rollout_ratio", "The challenger's target share of traffic, 0..1", labels=["test_id"]
+        )
+        status = GaugeMetricFamily(
+            "abguard_condition_status", "1 for each condition's status in the latest decision",
+            labels=["test_id", "condition", "status"],
+        )  # fmt: skip
+        for view in self._views():
+            decision = view.last_decision
+            risk.add_metric([view.test_id], float(decision.get("risk_score") or 0.0))
+            if view.target_rollout_percent is not None:
+                target.add_metric([view.test_id], view.target_rollout_percent / 100)
+            for condition in decision.get("conditions") or []:
+                for word in STATUSES:
+                    status.add_metric(
+                        [view.test_id, condition["name"], word], 1.0 if condition["status"] == word else 0.0
+                    )
+        yield risk
+        yield target
+        yield status
+
+    def _views(self) -> Iterator[Any]:
+        try:
+            tests = self.guard.tests()
+        except Exception:  # rebuilding, or the log cannot be read: no per-test gauges this scrape
+            return
+        for test_id in tests:
+            try:
+                view = self.guard.test(test_id)
+            except (UnknownTestError, Exception):
+                continue
+            if view.test_status != FINISHED:
+                yield view
+
+
+class _GrpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
+    """grpc_server_started_total / grpc_server_handled_total, as go-grpc-prometheus names them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        metrics = self.metrics
+        if handler.unary_unary is not None:
+            kind, behaviour = "unary", handler.unary_unary
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                metrics.grpc_started.labels(kind, service, method).inc()
+                code = "OK"
+                try:
+                    return behaviour(request, context)
+                except Exception:
+                    code = _code(context, "UNKNOWN")
+                    raise
+                finally:
+                    metrics.grpc_handled.labels(kind, service, method, _code(context, code)).inc()
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            kind, streaming = "server_stream", handler.unary_stream
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                metrics.grpc_started.labels(kind, service, method).inc()
+                code = "OK"
+                try:
+                    yield from streaming(request, context)
+                except Exception:
+                    code = _code(context, "UNKNOWN")
+                    raise
+                finally:
+                    metrics.grpc_handled.labels(kind, service, method, _code(context, code)).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _code(context: grpc.ServicerContext, default: str) -> str:
+    """The status the call ends with: what abort set, else `default`."""
+    code = context.code() if hasattr(context, "code") else None
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return default
