@@ -23,8 +23,10 @@ from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
 from ..http import HttpServer, create_app
 from ..metrics import Metrics
+from ..policy.model import Policy
 from ..policy.policyset import DEFAULT_PROFILE
-from ..service import Guard
+from ..pull import PullConfig, PullConfigError, Puller, load_pull_config
+from ..service import Guard, Rollbacks
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
@@ -93,6 +95,10 @@ def add_parsers(commands: Any) -> None:
         help="also serve HTTP/JSON, /metrics and the dashboard here, e.g. 127.0.0.1:8080 (ABGUARD_HTTP)",
     )  # fmt: skip
     serve.add_argument(
+        "--pull", default=env_default("PULL", None), metavar="FILE",
+        help="build the listed tests' snapshots from Prometheus every interval (ABGUARD_PULL)",
+    )  # fmt: skip
+    serve.add_argument(
         "--notify-webhook", default=env_default("NOTIFY_WEBHOOK", None), metavar="URL",
         help="URL rollback events are POSTed to, signed with $ABGUARD_NOTIFY_WEBHOOK_SECRET (ABGUARD_NOTIFY_WEBHOOK)",
     )  # fmt: skip
@@ -126,11 +132,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
     try:
-        rollbacks = build_rollbacks(
-            Path(args.data_dir), args.flags, args.alertmanager, policy, log_event,
-            notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV),
-        )  # fmt: skip
-    except (OSError, ValueError) as error:
+        rollbacks, pull = _integrations(args, policy)
+    except (OSError, ValueError) as error:  # PullConfigError is a ValueError
         print(f"abguard serve: {error}", file=sys.stderr)
         log.close()
         return USAGE
@@ -173,9 +176,27 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     rebuilder.start()
     rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
+    puller = Puller(guard, pull, log_event) if pull is not None else None
+    if puller is not None:
+        puller.start()  # its rounds wait while the guard is not serving
     _wait_for_stop(stop, signals)
-    health.enter_graceful_shutdown()
     started = time.monotonic()
+    _shut_down(puller, health, guard, server, web, rollbacks, rebuilder)
+    log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
+    if failed:
+        print(failed[0][1], file=sys.stderr)
+        return failed[0][0]
+    return OK
+
+
+def _shut_down(
+    puller: Puller | None, health: Any, guard: Guard, server: grpc.Server, web: HttpServer | None,
+    rollbacks: Rollbacks, rebuilder: threading.Thread,
+) -> None:  # fmt: skip
+    """Stop taking work, let in-flight calls finish, then close what holds files, in that order."""
+    if puller is not None:
+        puller.stop()
+    health.enter_graceful_shutdown()
     guard.end_watches()  # watch streams end cleanly instead of holding the drain open
     server.stop(GRACE_SECONDS).wait()  # refuse new calls, let in-flight ones finish
     if web is not None:
@@ -184,11 +205,19 @@ def run_serve(args: argparse.Namespace) -> int:
     guard.close()  # stops a rebuild still running; a failed checkpoint is logged, not raised
     rebuilder.join(GRACE_SECONDS)  # before the rollback store closes: the rebuild ends by reconciling it
     rollbacks.store.close()
-    log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
-    if failed:
-        print(failed[0][1], file=sys.stderr)
-        return failed[0][0]
-    return OK
+
+
+def _integrations(args: argparse.Namespace, policy: Policy) -> tuple[Rollbacks, PullConfig | None]:
+    """The rollback process's sinks and the pull source, as configured; OSError or ValueError naming what is wrong."""
+    rollbacks = build_rollbacks(
+        Path(args.data_dir), args.flags, args.alertmanager, policy, log_event,
+        notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV),
+    )  # fmt: skip
+    try:
+        return rollbacks, load_pull_config(args.pull) if args.pull else None
+    except PullConfigError:
+        rollbacks.store.close()
+        raise
 
 
 def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics) -> HttpServer | None:
