@@ -242,3 +242,10 @@ def test_a_bad_pull_config_is_refused_naming_the_field(change: dict[str, Any], m
     with pytest.raises(PullConfigError) as refused:
         parse_pull_config({**source_config("http://127.0.0.1:9"), **change})
     assert message in str(refused.value)
+
+
+def test_the_shipped_example_source_loads() -> None:
+    from engine.pull import load_pull_config
+
+    config = load_pull_config(Path(__file__).resolve().parent.parent / "deploy" / "pull" / "prometheus-source.yaml")
+    assert config.interval == 30.0 and [t.test_id for t in config.tests] == ["checkout-ranker"]
