@@ -28,6 +28,7 @@ def test_the_demo_shows_a_rollback_carried_out_its_flag_and_its_alerts() -> None
     assert re.search(r"feature_flags\s+abguard\s+done", out)
     assert '"defaultVariant": "champion"' in out and "fractional" not in out.split("flag ff.challenger_")[1]
     assert "abguard serve stopped (exit 0)" in out
+    assert re.search(r"risk dashboard: http://127\.0\.0\.1:\d+/", out)
     if not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")):
         pytest.skip("Alertmanager is not installed: run .ci/deps/alertmanager.sh (apt prometheus-alertmanager)")
     alerts = out.split("alerts Alertmanager holds for accuracy-regression")[1]

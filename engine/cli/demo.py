@@ -38,6 +38,8 @@ def add_parser(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the service on a temporary data dir and replay the scenarios")
     demo.add_argument("--scenarios", default="scenarios", metavar="DIR")
     demo.add_argument("--policies", default="policies", metavar="DIR")
+    demo.add_argument("--http", default="127.0.0.1:0", metavar="HOST:PORT", help="the dashboard's address")
+    demo.add_argument("--keep", action="store_true", help="keep the service (and its dashboard) running until Ctrl-C")
     demo.set_defaults(run=run)
 
 
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         alertmanager = _start_alertmanager(Path(data_dir))
         command = [
             sys.executable, "-m", "engine", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-            "--policies", args.policies, "--flags", str(flags),
+            "--policies", args.policies, "--flags", str(flags), "--http", args.http,
         ]  # fmt: skip
         if alertmanager is not None:
             command += ["--alertmanager", alertmanager[1]]
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 f"abguard serve is listening on {started['listen']} (policy {started['policy']['name']} "
                 f"v{started['policy']['version']} {started['policy']['digest'][:19]}..., profile {started['profile']})"
             )
-            print(f"decision log: {data_dir}/decisions.sqlite3\n")
+            print(f"decision log: {data_dir}/decisions.sqlite3")
+            print(f"risk dashboard: http://{started['http']}/ (live while the demo runs; --keep keeps it)\n")
             with grpc.insecure_channel(started["listen"]) as channel:
                 if not _wait_until_serving(channel, 60):
                     print("abguard demo: the service did not become ready", file=sys.stderr)
@@ -79,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
                     _replay(stub, Path(args.scenarios) / f"{name}.jsonl")
                 _summary(stub)
                 _rollback(stub, Path(data_dir), alertmanager[1] if alertmanager else None)
+            print(f"\nrisk dashboard: http://{started['http']}/  (JSON: http://{started['http']}/v1/tests)")
+            if args.keep:
+                _keep_serving()
         finally:
             if alertmanager is not None:
                 alertmanager[0].terminate()
@@ -92,6 +98,15 @@ def run(args: argparse.Namespace) -> int:
         logged = sum('"event":"decision"' in event for event in events)
         print(f"\nabguard serve stopped (exit {server.returncode}) after SIGTERM; it logged {logged} decision lines.")
         return OK if server.returncode == 0 else FINDINGS
+
+
+def _keep_serving() -> None:
+    print("the service keeps running; Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def _wait_until_serving(channel: grpc.Channel, seconds: float) -> bool:
