@@ -252,6 +252,8 @@ def test_health_and_readiness(server: Server) -> None:
 
 
 def test_metrics_name_decisions_rollbacks_latency_tests_policy_and_grpc_calls(server: Server) -> None:
+    with grpc.insecure_channel(server.grpc) as channel, pytest.raises(grpc.RpcError):
+        rpc.RiskServiceStub(channel).Evaluate(pb.EvaluateRequest(), timeout=10)  # INVALID_ARGUMENT: no snapshot
     status, headers, text = server.call("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     lines = [line for line in text.splitlines() if not line.startswith("#")]
@@ -269,6 +271,10 @@ def test_metrics_name_decisions_rollbacks_latency_tests_policy_and_grpc_calls(se
     assert 'abguard_condition_status{condition="accuracy",status="ok",test_id="healthy"} 1.0' in lines
     assert any(line.startswith('abguard_policy_info{digest="sha256:') for line in lines)
     assert any(line.startswith('grpc_server_handled_total{grpc_code="OK",grpc_method="Evaluate"') for line in lines)
+    assert any(
+        line.startswith('grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Evaluate"')
+        for line in lines
+    )
     assert "decision_id" not in text and "reason" not in text.replace("# HELP", "")
 
 
