@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,9 +32,9 @@ from engine.integrations.flags import verify_signature
 from engine.integrations.notify import NotificationError, RollbackWebhook
 from engine.policy import load_effective
 from engine.rollback.process import GATEWAY_STEPS, Rollback, RollbackError, StepState
-from engine.service import Guard, Rollbacks
+from engine.service import Guard, Rollbacks, UnknownRollbackError
 from engine.service.sinks import Alerts
-from engine.store.rollbacks import RollbackStore
+from engine.store.rollbacks import RollbackStore, Work
 from engine.store.sqlite import SqliteLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -430,20 +431,123 @@ def test_a_rollback_decided_before_a_crash_is_carried_out_after_the_restart(tmp_
     """The process dies between the logged rollback decision and its record: at the next start the
     record is opened from the log and the flag flips."""
     data = tmp_path / "data"
-    bare = Guard(POLICY, SqliteLog.in_dir(data))  # no rollback records: as if it died right after the log
-    bare.rebuild()
-    for row in scenario("accuracy_regression"):
-        if bare.evaluate(row)["action"] == "immediate_rollback":
-            break
-    bare.close()
+    RollbackStore(data / "rollbacks.sqlite3").close()  # serve opens the store before any decision
+    decide_without_records(data, "accuracy_regression")
     setup = Setup(data)
     try:
         record = setup.guard.get_rollback("accuracy-regression", "")
-        assert record.trigger == "automatic_critical_risk"
+        assert record.trigger == "automatic_critical_risk" and not record.closed
         setup.rollbacks.tick()
         assert setup.flags.calls == [("roll_back", "ff.challenger_accuracy-regression", None)]
     finally:
         setup.close()
+
+
+def decide_without_records(data: Path, name: str, restart: bool = False) -> None:
+    """A guard that keeps no rollback records decides the scenario up to its rollback (then restarts it)."""
+    bare = Guard(POLICY, SqliteLog.in_dir(data))
+    bare.rebuild()
+    for row in scenario(name):
+        if bare.evaluate(row)["action"] in ("rollback", "immediate_rollback"):
+            break
+    if restart:
+        bare.restart(scenario(name)[0]["test_id"], "fixed")
+    bare.close()
+
+
+def test_rollbacks_decided_before_the_records_existed_are_recorded_closed_with_nothing_carried_out(
+    tmp_path: Path,
+) -> None:
+    """An older data dir upgraded: no flag flips, pages or deadlines for rollbacks long past."""
+    data = tmp_path / "data"
+    decide_without_records(data, "accuracy_regression")
+    setup = Setup(data)
+    try:
+        record = setup.guard.get_rollback("accuracy-regression", "")
+        assert record.closed.startswith("decided before") and record.status(setup.clock.now) == "closed"
+        setup.clock.now += 600
+        setup.rollbacks.tick()
+        assert setup.flags.calls == [] and setup.alerts.sent == []
+    finally:
+        setup.close()
+
+
+def test_a_restarted_test_s_rollback_is_not_reopened_after_a_crash(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    RollbackStore(data / "rollbacks.sqlite3").close()
+    decide_without_records(data, "accuracy_regression", restart=True)
+    setup = Setup(data)
+    try:
+        with pytest.raises(UnknownRollbackError):
+            setup.guard.get_rollback("accuracy-regression", "")
+        setup.rollbacks.tick()
+        assert setup.flags.calls == []
+    finally:
+        setup.close()
+
+
+def test_restart_test_closes_the_rollback_and_cancels_its_work(tmp_path: Path) -> None:
+    """After RestartTest the old record no longer retries its flip, pages, or judges recovery on the
+    test running again."""
+    setup = Setup(tmp_path / "data", flags=FakeFlags(failures=100))
+    try:
+        decided = setup.feed(scenario("accuracy_regression"), until="immediate_rollback")
+        setup.rollbacks.tick()  # the flip fails and waits for its retry
+        rollback_id = setup.guard.get_rollback("accuracy-regression", "").rollback_id
+        setup.guard.restart("accuracy-regression", "fixed")
+        setup.flags.failures = 0
+        healthy = [{**row, "test_id": "accuracy-regression"} for row in scenario("healthy")]
+        after = [row for row in healthy if row["timestamp"] > decided[-1]["timestamp"]][:8]
+        assert all(setup.guard.evaluate(row)["action"] != "immediate_rollback" for row in after)
+        for _ in range(3):
+            setup.clock.now += 60
+            setup.rollbacks.tick()
+        record = setup.guard.get_rollback("accuracy-regression", rollback_id)
+        assert record.status(setup.clock.now) == "closed" and "restarted" in record.closed
+        assert record.recovery is None
+        assert ("roll_back", "ff.challenger_accuracy-regression", None) not in setup.flags.calls
+        assert [a for a in setup.alerts.sent if a["alertname"] == "AbguardRollbackOverdue"] == []
+    finally:
+        setup.close()
+
+
+def test_a_record_that_failed_to_open_is_opened_on_the_test_s_next_decision(tmp_path: Path) -> None:
+    setup = Setup(tmp_path / "data")
+    try:
+        real = setup.store.open
+        calls = {"n": 0}
+
+        def failing(*args: Any, **kwargs: Any) -> bool:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(*args, **kwargs)
+
+        setup.store.open = failing  # type: ignore[method-assign]
+        rows = scenario("accuracy_regression")
+        decided = setup.feed(rows, until="immediate_rollback")
+        with pytest.raises(UnknownRollbackError):
+            setup.guard.get_rollback("accuracy-regression", "")
+        setup.guard.evaluate(rows[len(decided)])
+        record = setup.guard.get_rollback("accuracy-regression", "")
+        assert record.decision_id == decided[-1]["decision_id"]
+        setup.rollbacks.tick()
+        assert setup.flags.calls == [("roll_back", "ff.challenger_accuracy-regression", None)]
+    finally:
+        setup.close()
+
+
+def test_outbox_items_of_one_channel_go_out_in_order_and_flags_first(tmp_path: Path) -> None:
+    store = RollbackStore(tmp_path / "rollbacks.sqlite3")
+    try:
+        store.enqueue("t", [Work("alerts", {"n": 1}, "a1"), Work("alerts", {"n": 2}, "a2")], 0.0)
+        store.enqueue("t", [Work("flag_rollout", {"flag": "f", "percent": 5}, "r1")], 0.0)
+        first = store.due(1.0)
+        assert [i.kind for i in first] == ["flag_rollout", "alerts", "alerts"]
+        store.failed(first[1].id, "down", 10.0)  # a1 waits for its retry: a2 must not overtake it
+        assert [i.payload for i in store.due(2.0)] == [{"flag": "f", "percent": 5}]
+    finally:
+        store.close()
 
 
 def test_audit_export_adds_the_recovery_time_and_the_manual_rollbacks_with_who_asked(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from google.rpc import code_pb2
 
 from ..contract import InputError, OutOfOrderError
@@ -31,6 +33,8 @@ def status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | None
         return code_pb2.FAILED_PRECONDITION, str(error), []
     if isinstance(error, TooManyWatchersError):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
+    if isinstance(error, sqlite3.Error):  # the rollback records cannot be read or written now: retryable
+        return code_pb2.UNAVAILABLE, f"the rollback records cannot be used: {error}", []
     if isinstance(error, (LogError, RebuildingError)):  # retryable; health says NOT_SERVING meanwhile
         return code_pb2.UNAVAILABLE, str(error), []
     return None

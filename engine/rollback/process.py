@@ -113,6 +113,7 @@ class Rollback:
     steps: tuple[Step, ...]
     alerted_overdue: tuple[str, ...] = ()  # phases whose overdue alert was queued
     recovery: Recovery | None = None
+    closed: str = ""  # why the record stopped before it completed (RestartTest, or decided before records existed)
 
     @classmethod
     def open(
@@ -130,9 +131,14 @@ class Rollback:
         record = cls(rollback_id, test_id, opened_at, decided_at, trigger, reason, requested_by, decision_id, steps)
         # what holds the moment the record is stored: the decision says rolled back, the record exists,
         # and the decision is in the hash-chained log
-        for name in ("status_update", "database_updates", "audit"):
+        for name in ("status_update", "database_updates"):
             record = record.with_step(name, StepState.DONE, opened_at, "recorded by abguard")
-        return record
+        audit = (
+            "the rollback decision is in the hash-chained decision log"
+            if trigger != "manual_rollback"
+            else "asked for by hand: in the rollback records with who asked (audit export), not in the chained log"
+        )
+        return record.with_step("audit", StepState.DONE, opened_at, audit)
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -180,9 +186,11 @@ class Rollback:
         return all(step.state.final for step in self.steps)
 
     def status(self, now: float) -> str:
-        """in_progress, overdue (a phase missed its deadline and is not done) or complete."""
+        """in_progress, overdue (a phase missed its deadline and is not done), complete, or closed."""
         if self.complete():
             return "complete"
+        if self.closed:
+            return "closed"
         return "overdue" if any(p.state == "overdue" for p in self.phases(now)) else "in_progress"
 
     def to_dict(self, now: float) -> dict[str, Any]:
@@ -197,6 +205,7 @@ class Rollback:
             "reason": self.reason,
             "requested_by": self.requested_by,
             "decision_id": self.decision_id,
+            "closed": self.closed,
             "phases": [view.to_dict() for view in self.phases(now)],
             "steps": [
                 {

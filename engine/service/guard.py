@@ -95,6 +95,7 @@ class Guard:
         self._fault_since = 0.0
         self._prober: threading.Thread | None = None
         self._listeners: list[Callable[[bool], None]] = []
+        self._unopened: set[str] = set()  # tests whose rollback record failed to open (retried on their next decision)
         self._deciders: list[Callable[[dict[str, Any]], None]] = []  # told of each new decision (metrics)
         self._told: bool | None = None
         self._closing = threading.Event()
@@ -137,8 +138,13 @@ class Guard:
         if self.rollbacks is None:
             return
         try:
+            if decision.test_id in self._unopened:  # its rollback's record could not be written: try again
+                self.rollbacks.reconcile(self.log, [decision.test_id])
+                self._unopened.discard(decision.test_id)
             self.rollbacks.decided(decision, snapshot)
         except Exception as error:
+            if _rolled_back_now(decision) or decision.test_id in self._unopened:
+                self._unopened.add(decision.test_id)
             self._event({"event": "rollback_bookkeeping_failed", "test_id": decision.test_id, "why": repr(error)[:300]})
 
     def _checkpoint(self, test_id: str, seq: int, state: TestState) -> None:
@@ -264,6 +270,12 @@ class Guard:
             self._write(lambda: self.log.restart(test_id, reason, at))
             self.states.pop(test_id, None)
             self._unsaved.pop(test_id, None)
+            self._unopened.discard(test_id)
+            if self.rollbacks is not None:
+                try:
+                    self.rollbacks.restarted(test_id)
+                except Exception as error:  # the restart is logged; a record left open is closed at no cost later
+                    self._event({"event": "rollback_bookkeeping_failed", "test_id": test_id, "why": repr(error)[:300]})
         return at
 
     # --- watching ---------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class Rollbacks:
         self.alerts = alerts
         self.notify = notify
         self.on_event = on_event
-        self._active: dict[str, frozenset[str]] = {}  # test -> alert keys firing
+        self._active: dict[str, frozenset[Any]] = {}  # test -> alert keys firing
         self._asked: dict[str, float] = {}  # test -> the challenger share last asked of its flag
         self._alerted_at: dict[str, float] = {}  # test -> when its alerts were last queued
         self._judged: dict[str, str] = {}  # test -> its latest rollback, once its recovery is judged
@@ -154,6 +154,11 @@ class Rollbacks:
         if self.alerts is not None:
             alerts = rollback_alerts or self.alerts.rollback(record)
             work.append(Work("rollback_alert", {"alerts": alerts}, f"{rollback_id}:alert"))
+            if not rollback_alerts:  # a manual rollback's alert: kept firing by the decisions that repeat it
+                parts = ("alertname", "test_id", "condition", "severity")
+                keys = {tuple(a[p] for p in parts) for a in alerts if all(p in a for p in parts)}
+                with self._lock:
+                    self._active[test_id] = self._active.get(test_id, frozenset()) | frozenset(keys)
         if self.notify is not None:
             event = _event_of(record, "rollback_opened", trigger=trigger, reason=reason, requested_by=requested_by)
             work.append(
@@ -162,7 +167,10 @@ class Rollbacks:
         if self.alerts is None and self.notify is None:
             record = record.with_step("notification", StepState.SKIPPED, now, "no Alertmanager or webhook configured")
         reference = asdict(recovery.reference(snapshot)) if snapshot is not None else None
-        self.store.open(record, work, now, {"reference": reference, "first_pass": None})
+        # recovery counts event time from the snapshot the rollback followed (a manual one is asked on the
+        # service's clock, which the snapshots' times need not share)
+        since = snapshot.timestamp if snapshot is not None else parse_time(decided_at)
+        self.store.open(record, work, now, {"reference": reference, "first_pass": None, "since": since})
         with self._lock:
             self._judged.pop(test_id, None)
         self._event({"event": "rollback_opened", "test_id": test_id, "rollback_id": rollback_id, "by": requested_by})
@@ -289,13 +297,13 @@ class Rollbacks:
         if record is None:
             self._judged[test_id] = ""
             return
-        if record.recovery is not None:
+        if record.recovery is not None or record.closed:
             self._judged[test_id] = record.rollback_id
             return
         extra = self.store.extra(record.rollback_id)
         if not extra.get("reference"):
             return
-        elapsed = snapshot.timestamp - parse_time(record.decided_at)
+        elapsed = snapshot.timestamp - float(extra.get("since") or parse_time(record.decided_at))
         if elapsed <= 0:
             return
         scores = recovery.checks(recovery.Health(**extra["reference"]), recovery.service(snapshot))
@@ -328,24 +336,63 @@ class Rollbacks:
         self._judged[test_id] = record.rollback_id
         self._event({"event": "rollback_recovery", "rollback_id": record.rollback_id, "status": judged.status})
 
+    def restarted(self, test_id: str) -> None:
+        """RestartTest: the test's rollback stops where it is; its undone work (a flag flip still being
+        retried, late alerts) is cancelled and its recovery is not judged on the test running again."""
+        closed = self.store.close_open(test_id, "the test was restarted (RestartTest)", self.clock())
+        with self._lock:
+            self._judged.pop(test_id, None)
+        if closed:
+            self._event({"event": "rollback_closed", "test_id": test_id, "rollback_ids": closed})
+
     # --- after a restart ----------------------------------------------------------------------
-    def reconcile(self, log: DecisionLog) -> int:
-        """Open the rollbacks the log decided but no record holds (the process died in between)."""
+    def reconcile(self, log: DecisionLog, tests: list[str] | None = None) -> int:
+        """Open the rollback the log decided but no record holds (the process died in between): the
+        latest of each test, if no restart came after it and no later record exists. In a store new
+        beside an older log, those rollbacks predate the records: they are recorded closed, with no work."""
         opened = 0
-        for test_id in log.tests():
-            for evidence in log.evidence(test_id):
-                rollback_id = str(evidence.get("decision_id", ""))
-                if not rollback_id or self.store.get(rollback_id) is not None:
-                    continue
-                decided_at = str(evidence["rollback_timestamp"])
-                record = log.find(test_id, parse_time(decided_at))
-                snapshot = parse_snapshot(record.snapshot) if record is not None else None
-                self.open(
-                    rollback_id, test_id, decided_at, str(evidence.get("triggered_by") or "rollback"),
-                    str(evidence.get("trigger_reason", "")), "abguard", rollback_id, snapshot, self.clock(),
-                )  # fmt: skip
-                opened += 1
+        for test_id in tests if tests is not None else log.tests():
+            found = log.evidence(test_id)
+            if not found:
+                continue
+            evidence = found[-1]
+            rollback_id = str(evidence.get("decision_id", ""))
+            if not rollback_id or self.store.get(rollback_id) is not None:
+                continue
+            decided_at = str(evidence["rollback_timestamp"])
+            record = log.find(test_id, parse_time(decided_at))
+            restart = log.last_restart(test_id)
+            if record is None or (restart is not None and restart.after_seq >= record.seq):
+                continue
+            latest = self.store.latest(test_id)
+            if latest is not None and latest.opened_at >= record.received_at:
+                continue
+            if record.received_at < self.store.created_at:  # an older data dir, upgraded
+                self._record_closed(rollback_id, test_id, decided_at, evidence)
+                continue
+            self.open(
+                rollback_id, test_id, decided_at, str(evidence.get("triggered_by") or "rollback"),
+                str(evidence.get("trigger_reason", "")), "abguard", rollback_id, parse_snapshot(record.snapshot),
+                self.clock(),
+            )  # fmt: skip
+            opened += 1
         return opened
+
+    def _record_closed(self, rollback_id: str, test_id: str, decided_at: str, evidence: dict[str, Any]) -> None:
+        now = self.clock()
+        trigger = str(evidence.get("triggered_by") or "rollback")
+        record = Rollback.open(
+            rollback_id,
+            test_id,
+            now,
+            decided_at,
+            trigger,
+            str(evidence.get("trigger_reason", "")),
+            "abguard",
+            rollback_id,
+        )
+        why = "decided before this service kept rollback records: nothing was carried out"
+        self.store.open(replace(record, closed=why), [], now, {"reference": None, "first_pass": None})
 
     def _event(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:

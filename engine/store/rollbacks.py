@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,10 +43,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_at, next_at);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
 FLAG_KINDS = frozenset({"flag_rollout", "flag_rollback"})  # changes of one test's flag: the newest wins
+# items of one test on one channel go out in order
+CHANNEL = {
+    "flag_rollout": "flag", "flag_rollback": "flag", "alerts": "alertmanager", "rollback_alert": "alertmanager",
+    "rollback_webhook": "webhook", "webhook_event": "webhook",
+}  # fmt: skip
+SCAN = 5000  # undone items looked at per tick
 
 
 class OutboxItem(NamedTuple):
@@ -75,6 +86,9 @@ class RollbackStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # as the decision log: WAL, durable at checkpoints
         self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('created_at', ?)", (repr(time.time()),))
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'created_at'").fetchone()
+        self.created_at = float(row[0])  # a rollback decided before this predates the records
         self._lock = threading.Lock()
 
     # --- records -------------------------------------------------------------------------------
@@ -157,7 +171,7 @@ class RollbackStore:
         with self._lock:
             rows = self._db.execute("SELECT body FROM rollbacks ORDER BY opened_at").fetchall()
         records = [decode(row[0]) for row in rows]
-        return [r for r in records if not r.complete() or r.recovery is None]
+        return [r for r in records if not r.closed and (not r.complete() or r.recovery is None)]
 
     # --- the outbox ----------------------------------------------------------------------------
     def _enqueue(self, rollback_id: str | None, test_id: str, work: Iterable[Work], now: float) -> None:
@@ -165,16 +179,65 @@ class RollbackStore:
             if item.kind in FLAG_KINDS and not self._queued(item.key):
                 # the newest flag change wins: an older one still retrying must not land after it
                 # (a rollout retried after the rollback would give the challenger its users back)
-                self._db.execute(
-                    "UPDATE outbox SET done_at = ?, last_error = ? WHERE test_id = ? AND done_at IS NULL"
-                    f" AND kind IN ({', '.join('?' * len(FLAG_KINDS))})",
-                    (now, f"superseded by {item.key}", test_id, *sorted(FLAG_KINDS)),
-                )
+                self._cancel(test_id, FLAG_KINDS, f"superseded by {item.key}", now, "feature_flags")
             self._db.execute(
                 "INSERT OR IGNORE INTO outbox (rollback_id, test_id, kind, payload, key, next_at, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (rollback_id, test_id, item.kind, json.dumps(item.payload, sort_keys=True), item.key, now, now),
             )
+
+    def _cancel(self, test_id: str, kinds: frozenset[str], why: str, now: float, step: str | None) -> None:
+        """Undone items of these kinds end unsent; the step they carried out of their record says why."""
+        marks = ", ".join("?" * len(kinds))
+        owners = self._db.execute(
+            f"SELECT DISTINCT rollback_id FROM outbox WHERE test_id = ? AND done_at IS NULL AND kind IN ({marks})"
+            " AND rollback_id IS NOT NULL",
+            (test_id, *sorted(kinds)),
+        ).fetchall()
+        self._db.execute(
+            "UPDATE outbox SET done_at = ?, last_error = ?"
+            f" WHERE test_id = ? AND done_at IS NULL AND kind IN ({marks})",
+            (now, why, test_id, *sorted(kinds)),
+        )
+        if step is None:
+            return
+        for (rollback_id,) in owners:
+            row = self._db.execute("SELECT body FROM rollbacks WHERE rollback_id = ?", (rollback_id,)).fetchone()
+            if row is not None:
+                record = decode(row[0])
+                moved = record.with_step(step, StepState.SKIPPED, now, why)
+                if moved != record:
+                    self._db.execute(
+                        "UPDATE rollbacks SET body = ? WHERE rollback_id = ?", (encode(moved), rollback_id)
+                    )
+
+    def close_open(self, test_id: str, why: str, now: float) -> list[str]:
+        """A restart: the test's records still running are closed, their undone work cancelled."""
+        closed = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT rollback_id, body FROM rollbacks WHERE test_id = ?", (test_id,)
+                ).fetchall()
+                for rollback_id, body in rows:
+                    record = decode(body)
+                    if record.closed or (record.complete() and record.recovery is not None):
+                        continue
+                    self._db.execute(
+                        "UPDATE rollbacks SET body = ? WHERE rollback_id = ?",
+                        (encode(replace(record, closed=why)), rollback_id),
+                    )
+                    self._db.execute(
+                        "UPDATE outbox SET done_at = ?, last_error = ? WHERE rollback_id = ? AND done_at IS NULL",
+                        (now, f"cancelled: {why}", rollback_id),
+                    )
+                    closed.append(rollback_id)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return closed
 
     def _queued(self, key: str) -> bool:
         return self._db.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone() is not None
@@ -190,13 +253,25 @@ class RollbackStore:
                 raise
 
     def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+        """What to send now: per test and channel in the order asked (an item waiting for its retry holds
+        back the later ones, so a stale `firing` never lands after its `resolved`), flag changes first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, rollback_id, test_id, kind, payload, attempts, last_error, done_at FROM outbox"
-                " WHERE done_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?",
-                (now, limit),
+                "SELECT id, rollback_id, test_id, kind, payload, attempts, last_error, done_at, next_at FROM outbox"
+                " WHERE done_at IS NULL ORDER BY id LIMIT ?",
+                (SCAN,),
             ).fetchall()
-        return [_item(row) for row in rows]
+        ready, held = [], set()
+        for row in rows:  # in id order: a channel's items go until the first one still waiting
+            channel = (row[2], CHANNEL.get(row[3], row[3]))
+            if channel in held:
+                continue
+            if row[8] <= now:
+                ready.append(row)
+            else:
+                held.add(channel)
+        ready.sort(key=lambda row: (row[3] not in FLAG_KINDS, row[0]))
+        return [_item(row[:8]) for row in ready[:limit]]
 
     def items(self, rollback_id: str | None = None, test_id: str | None = None) -> list[OutboxItem]:
         query = "SELECT id, rollback_id, test_id, kind, payload, attempts, last_error, done_at FROM outbox"
