@@ -30,7 +30,9 @@ ENV PATH=/opt/abguard/bin:$PATH \
 USER abguard
 WORKDIR /app
 VOLUME ["/data"]
-EXPOSE 50051
+# 50051 gRPC; 8080 HTTP/JSON, /metrics and the dashboard when started with --http 0.0.0.0:8080
+# (or ABGUARD_HTTP), as deploy/kubernetes/abguard.yaml does
+EXPOSE 50051 8080
 # The port opens at once, but health says NOT_SERVING until the state is rebuilt from the
 # decision log: about 0.6 ms per logged snapshot of the tests' current windows (24 s for 40k).
 # Failed checks during --start-period do not count, so a long rebuild is not "unhealthy";
