@@ -217,6 +217,8 @@ def test_flagger_falls_back_to_namespace_and_name_and_refuses_bad_payloads(serve
     got, _, body = server.call("POST", "/v1/flagger/rollout", {"name": "ranker", "namespace": "ml"})
     assert (got, body["test_id"]) == (409, "ml/ranker")
     assert server.call("POST", "/v1/flagger/rollout", {"namespace": "ml"})[2]["errors"][0]["field"] == "name"
+    bad_id = {"name": "a", "namespace": "b", "metadata": {"test_id": 5}}
+    assert server.call("POST", "/v1/flagger/rollout", bad_id)[2]["errors"][0]["field"] == "metadata.test_id"
     assert server.call("POST", "/v1/flagger/launch", {"name": "x", "namespace": "y"})[2]["errors"][0]["field"] == "hook"
 
 

@@ -73,8 +73,13 @@ def flagger_answer(hook: str, latest: Latest) -> tuple[int, str]:
 def flagger_test_id(payload: dict[str, Any]) -> str:
     """`metadata.test_id`, else `namespace/name` of the canary."""
     metadata = payload.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("test_id"), str) and metadata["test_id"].strip():
-        return str(metadata["test_id"])
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("metadata: must be a mapping of strings (Flagger's webhook metadata)")
+    if isinstance(metadata, dict) and "test_id" in metadata:
+        test_id = metadata["test_id"]
+        if not isinstance(test_id, str) or not test_id.strip():
+            raise ValueError("metadata.test_id: must be a non-empty string")
+        return test_id
     name, namespace = payload.get("name"), payload.get("namespace")
     if not isinstance(name, str) or not name.strip():
         raise ValueError("name: required (the canary's name), or metadata.test_id")
