@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from ..rollback.process import Rollback
 from ..service import Guard, Watcher
 from .convert import enum_number, enum_word, fill, present
 from .errors import TooManyWatchersError, status_of
+from .paging import cursor, page_token
 from .v1 import risk_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
@@ -191,13 +191,13 @@ class RiskServicer:
         if request.page_size < 0:
             raise InputError("page_size", f"must be >= 0, got {request.page_size}")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        before = _cursor(request.page_token) if request.page_token else None
+        before = cursor(request.page_token) if request.page_token else None
         records = self.guard.decisions(_test_id(request.test_id), size + 1, before)
         response = pb.ListDecisionsResponse()
         for record in records[:size]:
             fill(response.decisions.add(), record.decision)
         if len(records) > size:
-            response.next_page_token = base64.urlsafe_b64encode(str(records[size - 1].seq).encode()).decode()
+            response.next_page_token = page_token(records[size - 1].seq)
         return response
 
     def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:
@@ -246,16 +246,6 @@ def _test_id(value: str) -> str:
     if not value.strip():
         raise InputError("test_id", "required: a non-empty string")
     return value
-
-
-def _cursor(token: str) -> int:
-    try:
-        seq = int(base64.urlsafe_b64decode(token.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        seq = -1
-    if not 0 < seq < 2**62:
-        raise InputError("page_token", "not a token this service gave out")
-    return seq
 
 
 def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

@@ -6,7 +6,6 @@ status of the same gRPC code; nothing else. Blocking handlers run in Starlette's
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api.errors import TooManyWatchersError
+from ..api.paging import cursor, page_token
 from ..contract import Action, InputError
 from ..metrics import Metrics
 from ..service import Guard, UnknownTestError
@@ -168,11 +168,11 @@ class _Api:
     def decisions(self, call: _Call) -> Response:
         size = min(call.int_query("page_size", DEFAULT_PAGE) or DEFAULT_PAGE, MAX_PAGE)
         token = call.query.get("page_token")
-        before = _cursor(token) if token else None
+        before = cursor(token) if token else None
         records = self.guard.decisions(_test_id(call), size + 1, before)
         body: dict[str, Any] = {"decisions": [r.decision for r in records[:size]]}
         if len(records) > size:
-            body["next_page_token"] = base64.urlsafe_b64encode(str(records[size - 1].seq).encode()).decode()
+            body["next_page_token"] = page_token(records[size - 1].seq)
         return JSON(body)
 
     @_mapped
@@ -349,16 +349,6 @@ def _text(body: dict[str, Any], field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InputError(field, "required: a non-empty string")
     return value
-
-
-def _cursor(token: str) -> int:
-    try:
-        seq = int(base64.urlsafe_b64decode(token.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        seq = -1
-    if not 0 < seq < 2**62:
-        raise InputError("page_token", "not a token this service gave out")
-    return seq
 
 
 def _static(name: str) -> bytes:
