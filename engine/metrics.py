@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -123,55 +124,59 @@ class TestCollector(Collector):
 
 
 class _GrpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
-    """grpc_server_started_total / grpc_server_handled_total, as go-grpc-prometheus names them."""
+    """grpc_server_started_total / grpc_server_handled_total, as go-grpc-prometheus names them.
+
+    Each method's counting handler is made once and kept: intercept_service runs on every call."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._handlers: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        service, _, method = details.method.lstrip("/").rpartition("/")
+        counted = self._handlers.get(details.method)
+        if counted is None:
+            handler = continuation(details)
+            if handler is None:
+                return None
+            counted = self._handlers.setdefault(details.method, self._counting(details.method, handler))
+        return counted
+
+    def _counting(self, path: str, handler: Any) -> Any:
+        service, _, method = path.lstrip("/").rpartition("/")
         metrics = self.metrics
+
+        @contextmanager
+        def counted(kind: str, context: grpc.ServicerContext) -> Iterator[None]:
+            metrics.grpc_started.labels(kind, service, method).inc()
+            code = "OK"
+            try:
+                yield
+            except Exception:
+                code = "UNKNOWN"  # unless abort set the code, which _code reads
+                raise
+            finally:
+                metrics.grpc_handled.labels(kind, service, method, _code(context, code)).inc()
+
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_unary is not None:
-            kind, behaviour = "unary", handler.unary_unary
+            unary_call = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                metrics.grpc_started.labels(kind, service, method).inc()
-                code = "OK"
-                try:
-                    return behaviour(request, context)
-                except Exception:
-                    code = _code(context, "UNKNOWN")
-                    raise
-                finally:
-                    metrics.grpc_handled.labels(kind, service, method, _code(context, code)).inc()
+                with counted("unary", context):
+                    return unary_call(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, **serializers)
         if handler.unary_stream is not None:
-            kind, streaming = "server_stream", handler.unary_stream
+            stream_call = handler.unary_stream
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                metrics.grpc_started.labels(kind, service, method).inc()
-                code = "OK"
-                try:
-                    yield from streaming(request, context)
-                except Exception:
-                    code = _code(context, "UNKNOWN")
-                    raise
-                finally:
-                    metrics.grpc_handled.labels(kind, service, method, _code(context, code)).inc()
+                with counted("server_stream", context):
+                    yield from stream_call(request, context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, **serializers)
         return handler
 
 

@@ -248,4 +248,5 @@ class PhaseView:
 
 
 def _time(at: float | None) -> str:
-    return format_time(at) if at is not None else ""
+    """Service-clock times to the millisecond: a person reads them, and microseconds say nothing."""
+    return format_time(round(at, 3)) if at is not None else ""
