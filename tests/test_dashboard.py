@@ -5,18 +5,13 @@ updates live when a new decision arrives."""
 from __future__ import annotations
 
 import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from google.protobuf import json_format
 
-from engine.api.v1 import risk_pb2 as pb
-from engine.api.v1 import risk_pb2_grpc as rpc
-from tests.test_http import Server, scenario, start, wait_ready
+from tests.test_http import Server, evaluate_grpc, running, scenario
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -27,17 +22,9 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    process, started = start(tmp_path_factory.mktemp("dashboard") / "data")
-    server = Server(started["http"], started["listen"], process)
-    wait_ready(server)
-    with grpc.insecure_channel(server.grpc) as channel:
-        stub = rpc.RiskServiceStub(channel)
-        for name in ("healthy", "accuracy_regression"):
-            for row in scenario(name):
-                stub.Evaluate(pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot())), timeout=10)
-    yield server
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    with running(tmp_path_factory.mktemp("dashboard") / "data") as server:
+        evaluate_grpc(server, scenario("healthy") + scenario("accuracy_regression"))
+        yield server
 
 
 @pytest.fixture(scope="module")

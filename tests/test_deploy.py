@@ -7,21 +7,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import kubernetes_validate
 import pytest
 import yaml
-from google.protobuf import json_format
 
-from engine.api.v1 import risk_pb2 as pb
-from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.policy import load_effective
-from tests.test_http import Server, scenario, start, wait_ready
+from tests.test_http import Server, evaluate_grpc, running, scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -73,17 +68,10 @@ def test_the_deployment_probes_and_ports_are_the_service_s() -> None:
 # --- the controllers' reading of a running abguard ----------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    process, started = start(tmp_path_factory.mktemp("deploy") / "data")
-    server = Server(started["http"], started["listen"], process)
-    wait_ready(server)
-    with grpc.insecure_channel(server.grpc) as channel:
-        stub = rpc.RiskServiceStub(channel)
+    with running(tmp_path_factory.mktemp("deploy") / "data") as server:
         rows = scenario("healthy") + scenario("accuracy_regression") + scenario("sustained_medium_risk")[:22]
-        for row in rows:
-            stub.Evaluate(pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot())), timeout=10)
-    yield server
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+        evaluate_grpc(server, rows)
+        yield server
 
 
 def argo_outcome(metric: dict[str, Any], result: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,27 @@ def start(data: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, Any
     return process, started
 
 
+@contextmanager
+def running(data: Path, *extra: str) -> Iterator[Server]:
+    """`abguard serve --http` on free ports, ready; stopped with SIGTERM, which must exit 0."""
+    process, started = start(data, *extra)
+    server = Server(started["http"], started["listen"], process)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+
+
+def evaluate_grpc(server: Server, rows: list[dict[str, Any]]) -> None:
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = rpc.RiskServiceStub(channel)
+        for row in rows:
+            stub.Evaluate(pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot())), timeout=10)
+
+
 def wait_ready(server: Server) -> None:
     deadline = time.monotonic() + 30
     while server.call("GET", "/readyz")[0] != 200:
@@ -75,21 +97,13 @@ def wait_ready(server: Server) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real server; healthy and accuracy_regression streamed over HTTP, error_storm over gRPC."""
-    process, started = start(tmp_path_factory.mktemp("http") / "data")
-    made = Server(started["http"], started["listen"], process)
-    wait_ready(made)
-    for name in ("healthy", "accuracy_regression"):
-        for row in scenario(name):
-            status, _, _ = made.call("POST", "/v1/evaluate", row)
-            assert status == 200
-    with grpc.insecure_channel(made.grpc) as channel:
-        stub = rpc.RiskServiceStub(channel)
-        for row in scenario("error_storm"):
-            stub.Evaluate(pb.EvaluateRequest(snapshot=json_format.ParseDict(row, pb.Snapshot())), timeout=10)
-    yield made
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+    with running(tmp_path_factory.mktemp("http") / "data") as made:
+        for name in ("healthy", "accuracy_regression"):
+            for row in scenario(name):
+                status, _, _ = made.call("POST", "/v1/evaluate", row)
+                assert status == 200
+        evaluate_grpc(made, scenario("error_storm"))
+        yield made
 
 
 # --- the operations -------------------------------------------------------------------------------
