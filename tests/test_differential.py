@@ -17,7 +17,7 @@ from engine.policy.compiler import compile_policy
 from engine.policy.expr import Expr, ExprError, comparisons, dnf_branches, evaluate, facts_of, parse, to_source
 from engine.policy.model import Condition, Indicator, Policy
 from engine.policy.policyset import load_effective
-from engine.rules.durable_adapter import CompiledRuleset
+from engine.rules.durable_adapter import CompiledRuleset, RulesetError
 from engine.rules.registry import register
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -171,6 +171,11 @@ def test_ruleset_fires_exactly_when_evaluate_is_true(text: str, critical: bool, 
     assume(dnf_branches(expr) <= MAX_BRANCHES)
     rules = _rules(expr, critical)
     name = _unique("difftest")
+    if compiler.groups(expr) > compiler.MAX_GROUPS:
+        # the validator refuses these (expr-too-nested): durable_rules must refuse them too, or the limit is wrong
+        with pytest.raises(RulesetError, match="error code: 113"):
+            CompiledRuleset(name, rules, compiler.CATCH_ALL, compiler.MARKER)
+        return
     assert compile_policy(_one_indicator_policy(name, expr, critical)) == {f"{name}-v1-000000000000": rules}
     ruleset = CompiledRuleset(name, rules, compiler.CATCH_ALL, compiler.MARKER)
     for index in range(ASSIGNMENTS_PER_RULESET):
@@ -178,6 +183,44 @@ def test_ruleset_fires_exactly_when_evaluate_is_true(text: str, critical: bool, 
         fired = ruleset.fire(facts)
         assert fired in ([], [RULE])
         assert (fired == [RULE]) == evaluate(expr, facts), f"{to_source(expr)} with {facts}"
+
+
+def _alternating(depth: int, leaf: str) -> str:
+    """`f > 1 and (f > 2 or (f > 3 and ...))`: one and/or group per level."""
+    text = f"{leaf} > {depth + 1}"
+    for level in range(depth, 0, -1):
+        text = f"{leaf} > {level} {'and' if level % 2 else 'or'} ({text})"
+    return text
+
+
+def _or_of_pairs(pairs: int) -> str:
+    """`(e > 0 and l > e * 2) or (e > 1 and l > e * 2) or ...`: a fact-vs-fact comparison inside each `and`."""
+    return " or ".join(f"(errors.rate > {i} and latency.p95_ms > errors.rate * 2)" for i in range(pairs))
+
+
+AT_LIMIT = [_alternating(15, "errors.rate"), _or_of_pairs(14)]
+PAST_LIMIT = [_alternating(16, "errors.rate"), _or_of_pairs(15)]
+
+
+@pytest.mark.parametrize("text", [*AT_LIMIT, *PAST_LIMIT, "accuracy.challenger < accuracy.champion"])
+def test_group_limit_is_durable_rules_limit(text: str) -> None:
+    """A rule compiles exactly when its condition has at most MAX_GROUPS and/or groups."""
+    expr = parse(text, FACTS, {})
+    rules = _rules(expr, False)
+    name = _unique("difftest-groups")
+    if compiler.groups(expr) > compiler.MAX_GROUPS:
+        with pytest.raises(RulesetError, match="error code: 113"):
+            CompiledRuleset(name, rules, compiler.CATCH_ALL, compiler.MARKER)
+    else:
+        ruleset = CompiledRuleset(name, rules, compiler.CATCH_ALL, compiler.MARKER)
+        facts = {"errors.rate": 100.0, "latency.p95_ms": 500.0, "accuracy.challenger": 0.5, "accuracy.champion": 0.9}
+        assert (ruleset.fire(facts) == [RULE]) == evaluate(expr, facts)
+
+
+def test_group_limit_cases_sit_on_both_sides() -> None:
+    """Else the test above could pass without touching the limit."""
+    assert [compiler.groups(parse(text, FACTS, {})) for text in AT_LIMIT] == [compiler.MAX_GROUPS] * 2
+    assert [compiler.groups(parse(text, FACTS, {})) for text in PAST_LIMIT] == [compiler.MAX_GROUPS + 1] * 2
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 from . import schema as schemas
 from .catalog import ACTIONS, FACTS, SequentialStatistic
+from .compiler import MAX_GROUPS, groups
 from .diagnostics import Diagnostic, Path
 from .documents import Document
 from .durations import parse_duration
@@ -241,6 +242,13 @@ def _check_condition(
             yield merged.diagnostic((*where, "when"), error.code, f"{error.message} in {item['when']!r}")
             parsed_all = False
             continue
+        if groups(expr) > MAX_GROUPS:
+            yield merged.diagnostic(
+                (*where, "when"),
+                "expr-too-nested",
+                f"{item['when']!r} compiles to {groups(expr)} and/or groups; durable_rules takes at most "
+                f"{MAX_GROUPS} in one rule: flatten the nesting or split it into separate indicators",
+            )
         used.update(name for leaf in _leaves(expr) for name in leaf)
     if thresholds is not None and parsed_all:  # a broken expression may be the one using a threshold
         for key in thresholds:
