@@ -13,7 +13,6 @@ chain over its rows, the first time it is opened.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 import tempfile
 import threading
@@ -23,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from ..contract import Decision
 from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
 from .chain import CHAINED, GENESIS, Link, Row, record_hash
+from .rows import COLUMNS, Undecodable, decode, json_object
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -71,15 +70,8 @@ _CHAINED = ", ".join(CHAINED)
 _INSERT_DECISION = f"INSERT INTO decisions ({_CHAINED}, prev_hash, hash) VALUES ({', '.join('?' * (len(CHAINED) + 2))})"
 
 
-_COLUMNS = "seq, test_id, event_time, received_at, snapshot, decision, prev_hash, hash"
 CHAIN_PAGE = 500  # rows read at once while walking or upgrading the chain
-DECISION_FIELDS = frozenset(f.name for f in dataclasses.fields(Decision))
 PROBE_BYTES = 8192  # a probe writes more than a logged decision takes (about 3 KB), then removes it
-EXCERPT = 60  # characters of a bad column quoted in a report
-
-
-class _Undecodable(ValueError):
-    """A row that is not a record; the message says why."""
 
 
 class SqliteLog:
@@ -255,8 +247,8 @@ class SqliteLog:
         out, bad = [], []
         for seq, text in rows:
             try:
-                out.append(_json_object(text, "evidence"))
-            except _Undecodable as error:
+                out.append(json_object(text, "evidence"))
+            except Undecodable as error:
                 bad.append(BadRecord(int(seq), test_id, str(error)))
         self._report(bad)
         return out
@@ -309,12 +301,12 @@ class SqliteLog:
         out: list[Record] = []
         bad: list[BadRecord] = []
         with self._reading() as db:
-            cursor = db.execute(f"SELECT {_COLUMNS} FROM decisions {where}", args)  # `where` is our own text
+            cursor = db.execute(f"SELECT {COLUMNS} FROM decisions {where}", args)  # `where` is our own text
             try:
                 for row in cursor:  # row by row: a bad row costs itself, not the query
                     try:
-                        out.append(_decode(row))
-                    except _Undecodable as error:
+                        out.append(decode(row))
+                    except Undecodable as error:
                         bad.append(BadRecord(int(row[0]), str(row[1]), str(error)))
                         continue
                     if limit is not None and len(out) >= limit:
@@ -399,32 +391,6 @@ def _chain_existing(db: sqlite3.Connection) -> None:
 
 def _has_chain(db: sqlite3.Connection) -> bool:
     return "hash" in {str(column[1]) for column in db.execute("PRAGMA table_info(decisions)")}
-
-
-def _decode(row: tuple[Any, ...]) -> Record:
-    seq, test_id, event_time, received_at, snapshot_text, decision_text, prev_hash, digest = row
-    if not isinstance(event_time, (int, float)) or not isinstance(received_at, (int, float)):
-        raise _Undecodable(
-            f"event_time {event_time!r:.{EXCERPT}} or received_at {received_at!r:.{EXCERPT}} is not a number"
-        )
-    snapshot = _json_object(snapshot_text, "snapshot")
-    decision = _json_object(decision_text, "decision")
-    missing = DECISION_FIELDS - decision.keys()
-    if missing:
-        raise _Undecodable(f"the decision lacks {', '.join(sorted(missing))}")
-    return Record(
-        int(seq), str(test_id), float(event_time), float(received_at), snapshot, decision, prev_hash or "", digest or ""
-    )
-
-
-def _json_object(text: Any, column: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(text)
-    except (orjson.JSONDecodeError, TypeError) as error:
-        raise _Undecodable(f"the {column} column is not JSON ({error}): {str(text)[:EXCERPT]!r}") from None
-    if not isinstance(value, dict):
-        raise _Undecodable(f"the {column} column is not a JSON object: {str(text)[:EXCERPT]!r}")
-    return value
 
 
 def _open_problem(path: str, error: sqlite3.Error) -> str:
