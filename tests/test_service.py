@@ -30,7 +30,7 @@ from engine.contract import parse_snapshot
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
 from engine.service import Guard
-from engine.store import LogError
+from engine.store import LogError, LogWriteError
 from engine.store.sqlite import SqliteLog
 from tests.conftest import snapshot
 
@@ -468,7 +468,7 @@ def test_a_failed_log_write_leaves_no_decision_in_memory(tmp_path: Path) -> None
     for step in range(3):
         guard.evaluate(snapshot(step=step))
     log.fail = True
-    with pytest.raises(OSError):
+    with pytest.raises(LogWriteError, match="disk full"):  # the log's transaction names the OSError
         guard.evaluate(snapshot(step=3))
     log.fail = False
     again = guard.evaluate(snapshot(step=3))

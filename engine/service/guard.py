@@ -12,18 +12,21 @@ the log cannot be written: the failed write raises LogWriteError, and a probe ev
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ..contract import Decision, Snapshot, parse_snapshot, parse_time
+from ..contract import Decision, InputError, OutOfOrderError, Snapshot, parse_snapshot, parse_time
 from ..contract.times import format_time
-from ..pipeline import Engine, TestState, step
+from ..pipeline import STATE_FORMAT, Engine, TestState, step
 from ..policy.model import Policy
 from ..rollback.process import Rollback
 from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record
+from ..store.redis_state import RedisStates, SharedState
 from ..verdict.status import TestHistory
 from .evidence import rollback_evidence
 from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
@@ -31,6 +34,8 @@ from .rollbacks import Rollbacks
 from .watchers import Watcher, Watchers
 
 MANUAL = "manual_rollback"  # the trigger and rolled_back_by of a rollback asked for by hand
+IDLE_SECONDS = 600.0  # a test not evaluated for this long leaves memory (rebuilt on its next call)
+SWEEP_SECONDS = 30.0  # how often evaluations look for idle tests
 
 T = TypeVar("T")
 
@@ -62,6 +67,27 @@ class TestView:
     decisions: int
 
 
+@dataclass
+class _Held:
+    """A test's state in memory, the log version it reflects (None: this process is the only writer), last use."""
+
+    state: TestState
+    version: int | None
+    used: float = 0.0
+
+
+@dataclass(frozen=True)
+class _New:
+    """A decision appended in the open transaction: told to watchers, rollbacks, metrics once committed."""
+
+    record: Record
+    decision: Decision
+    snapshot: Snapshot
+
+
+Outcome = dict[str, Any] | InputError | OutOfOrderError  # one snapshot's answer in a batch
+
+
 class Guard:
     def __init__(
         self,
@@ -72,9 +98,12 @@ class Guard:
         probe_seconds: float = 1.0,
         rebuild_first: bool = False,
         rollbacks: Rollbacks | None = None,
+        shared: RedisStates | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
-        """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run; `rollbacks`
-        carries out the rollbacks decided (without it they are decisions and evidence only)."""
+        """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run (without it, each test's
+        state is rebuilt from the log on its first call); `rollbacks` carries out the rollbacks decided
+        (without it they are decisions and evidence only); `shared`: the replicas' state cache."""
         self.policy = policy
         self.rollbacks = rollbacks
         self.engine = Engine.of(policy)
@@ -82,7 +111,10 @@ class Guard:
         log.on_bad_record = self._unreadable  # rows the log cannot decode are reported as events
         self.clock = clock
         self.on_event = on_event
-        self.states: dict[str, TestState] = {}
+        self.shared = shared
+        self.idle_seconds = idle_seconds
+        self._held: dict[str, _Held] = {}
+        self._swept = time.monotonic()
         self._unsaved: dict[str, int] = {}  # decisions since each test's last checkpoint
         self.watchers = Watchers()
         self._locks: dict[str, threading.Lock] = {}
@@ -103,25 +135,179 @@ class Guard:
     # --- evaluating -------------------------------------------------------------------------
     def evaluate(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The decision for one snapshot (JSON-shaped); the recorded one for a resent snapshot."""
+        outcome = self.evaluate_many([raw])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def evaluate_many(self, raws: Sequence[dict[str, Any]]) -> list[Outcome]:
+        """Each snapshot's decision, or its input error, in order; all in one log transaction (group commit).
+
+        A snapshot that cannot be read, or comes out of order, fails alone; a log or state store that
+        cannot be used fails the whole call (LogError: nothing of it was kept, so a retry is safe).
+        """
         self._ready()
         received = self.clock()
-        snapshot = parse_snapshot(raw)
-        with self._lock(snapshot.test_id):
-            recorded = self.log.find(snapshot.test_id, snapshot.timestamp)
+        outcomes: list[Outcome | None] = [None] * len(raws)
+        parsed: list[tuple[int, dict[str, Any], Snapshot]] = []
+        for index, raw in enumerate(raws):
+            try:
+                parsed.append((index, raw, parse_snapshot(raw)))
+            except InputError as error:
+                outcomes[index] = error
+        tests = sorted({snapshot.test_id for _, _, snapshot in parsed})
+        staged: dict[str, _Held] = {}
+        new: list[_New] = []
+        with self._locks_of(tests):
+            if parsed:
+                with self._section(tests) as heads:
+                    for index, raw, snapshot in parsed:
+                        try:
+                            outcomes[index] = self._decide(snapshot, raw, received, heads, staged, new)
+                        except OutOfOrderError as error:
+                            outcomes[index] = error
+            self._keep(staged, new)  # only now: the log has them
+        self._sweep()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _decide(
+        self, snapshot: Snapshot, raw: dict[str, Any], received: float,
+        heads: dict[str, int] | None, staged: dict[str, _Held], new: list[_New],
+    ) -> dict[str, Any]:  # fmt: skip
+        test_id, t = snapshot.test_id, snapshot.timestamp
+        held = staged.get(test_id) or self._load(test_id, None if heads is None else heads.get(test_id, 0))
+        state = held.state if held is not None else None
+        if state is None or state.last_time is None or t <= state.last_time:  # maybe a resend: the log knows
+            recorded = self.log.find(test_id, t)
             if recorded is not None:
                 return recorded.decision
-            state = self.states.get(snapshot.test_id) or TestState.start(self.policy)
-            decision, next_state = step(self.engine, state, snapshot)
-            body = decision.to_dict()
-            evidence = self._evidence(decision, snapshot, raw, received) if _rolled_back_now(decision) else None
-            record = self._write(lambda: self.log.append(raw, body, snapshot.timestamp, received, evidence))
-            self.states[snapshot.test_id] = next_state  # only now: the log has it
-            self._checkpoint(snapshot.test_id, record.seq, next_state)
-            self.watchers.publish(body)  # under the test's lock: watchers see a test's decisions in order
-            self._carry_out(decision, snapshot)
+        state = state or TestState.start(self.policy)
+        decision, next_state = step(self.engine, state, snapshot)
+        body = decision.to_dict()
+        if next_state is state:  # a resend of a recent snapshot
+            return body
+        evidence = self._evidence(decision, snapshot, raw, received) if _rolled_back_now(decision) else None
+        record = self.log.append(raw, body, t, received, evidence)
+        staged[test_id] = _Held(next_state, None if heads is None else heads[test_id])
+        new.append(_New(record, decision, snapshot))
+        return body
+
+    def _keep(self, staged: dict[str, _Held], new: list[_New]) -> None:
+        """After the commit: keep the states, share them, checkpoint, tell everyone, in each test's order."""
+        now = time.monotonic()
+        for test_id, held in staged.items():
+            held.used = now
+            self._held[test_id] = held
+        last_seq: dict[str, int] = {}
+        for item in new:
+            body = item.record.decision
+            last_seq[item.decision.test_id] = item.record.seq
+            self._unsaved[item.decision.test_id] = self._unsaved.get(item.decision.test_id, 0) + 1
+            self.watchers.publish(body)  # under the tests' locks: watchers see a test's decisions in order
+            self._carry_out(item.decision, item.snapshot)
             for told in self._deciders:
                 told(body)
-        return body
+        for test_id, seq in last_seq.items():
+            self._checkpoint(test_id, seq, staged[test_id].state)
+        if self.shared is not None and staged:
+            try:
+                for test_id, held in staged.items():
+                    assert held.version is not None  # a shared state goes with a versioned log
+                    self.shared.put(test_id, self._entry(held))
+            except LogWriteError as error:  # the decisions are logged; other replicas rebuild from the log
+                self._write_failed(error)
+
+    def _entry(self, held: _Held) -> SharedState:
+        assert held.version is not None
+        blob = pickle.dumps(held.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return SharedState(held.version, self.policy.digest, STATE_FORMAT, blob)
+
+    def _load(self, test_id: str, version: int | None) -> _Held | None:
+        """The test's state as of the log's `version` (None: whatever this process holds is current):
+        from memory, else the shared cache, else rebuilt from the log; None for a test the log has not seen."""
+        held = self._held.get(test_id)
+        if held is not None and (version is None or held.version == version):
+            held.used = time.monotonic()
+            return held
+        if version == 0:
+            return None
+        state = self._shared_state(test_id, version)
+        if state is None:
+            rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
+            state = rebuilt.state
+            self._unsaved[test_id] = rebuilt.replayed
+            manual = self._rollback_in_force(test_id)
+            if manual is not None and manual.trigger == MANUAL:
+                state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
+        if state is None:
+            self._held.pop(test_id, None)
+            return None
+        held = self._held[test_id] = _Held(state, version, time.monotonic())
+        return held
+
+    def _shared_state(self, test_id: str, version: int | None) -> TestState | None:
+        if self.shared is None or version is None:
+            return None
+        entry = self.shared.get(test_id)
+        if entry is None or entry.version != version:
+            return None
+        if entry.policy_digest != self.policy.digest or entry.format != STATE_FORMAT:
+            return None
+        try:
+            state = pickle.loads(entry.state)  # written by abguard replicas into their own Redis
+        except Exception:  # an unreadable entry costs only a rebuild from the log
+            return None
+        return state if isinstance(state, TestState) else None
+
+    @contextlib.contextmanager
+    def _section(self, tests: Sequence[str]) -> Iterator[dict[str, int] | None]:
+        """The log's exclusive transaction for these tests; a failure to use the log or the state store
+        stops serving until a probe succeeds."""
+        try:
+            with self.log.exclusive(tests) as heads:
+                yield heads
+        except LogWriteError as error:
+            self._write_failed(error)
+            raise
+
+    @contextlib.contextmanager
+    def _locks_of(self, tests: Sequence[str]) -> Iterator[None]:
+        """This process's locks of these tests, taken in sorted order (two batches never deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for test_id in sorted(tests):
+                stack.enter_context(self._lock(test_id))
+            yield
+
+    @property
+    def states(self) -> dict[str, TestState]:
+        """The states held in memory now, by test."""
+        return {test_id: held.state for test_id, held in self._held.items()}
+
+    def _sweep(self) -> None:
+        """Idle tests leave memory: their next call rebuilds them (a checkpoint first makes that short)."""
+        now = time.monotonic()
+        if now - self._swept < min(SWEEP_SECONDS, self.idle_seconds):
+            return
+        self._swept = now
+        for test_id, held in list(self._held.items()):
+            if now - held.used < self.idle_seconds:
+                continue
+            lock = self._lock(test_id)
+            if not lock.acquire(blocking=False):  # in use right now: not idle
+                continue
+            try:
+                if self._held.get(test_id) is not held:
+                    continue
+                if self._unsaved.get(test_id, 0) and self.shared is None:
+                    last = self.log.last(test_id)
+                    if last is not None:
+                        self.log.save_checkpoint(checkpoint(self.engine, test_id, last.seq, held.state))
+                        self._unsaved[test_id] = 0
+                del self._held[test_id]
+            except LogError as error:  # kept in memory: the next sweep tries again
+                self._event({"event": "evict_skipped", "test_id": test_id, "why": str(error)[:300]})
+            finally:
+                lock.release()
 
     def on_decision(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener` with each new decision once it is in the log (not with resent ones); it must not raise."""
@@ -153,9 +339,7 @@ class Guard:
         A checkpoint is an optimisation and exactness beyond the longest window; failing to write
         one never fails the decision (it is logged, and the next decision tries again).
         """
-        unsaved = self._unsaved.get(test_id, 0) + 1
-        self._unsaved[test_id] = unsaved
-        if unsaved < CHECKPOINT_EVERY:
+        if self._unsaved.get(test_id, 0) < CHECKPOINT_EVERY:
             return
         try:
             self.log.save_checkpoint(checkpoint(self.engine, test_id, seq, state))
@@ -177,7 +361,9 @@ class Guard:
             raise UnknownTestError(test_id)
         restart = self.log.last_restart(test_id)
         restarted = restart is not None and restart.after_seq >= record.seq
-        state = self.states.get(test_id)
+        with self._lock(test_id):
+            held = self._load(test_id, self.log.version(test_id))
+        state = held.state if held is not None else None
         rolled_back_at = state.history.rolled_back_at if state and not restarted else None
         if restarted:
             test_status, target = "running", record.snapshot.get("rollout_percent")
@@ -206,7 +392,9 @@ class Guard:
             last = self.log.last(test_id)
             if last is None:
                 raise UnknownTestError(test_id)
-            state = self.states.get(test_id) or TestState.start(self.policy)
+            version = self.log.version(test_id)
+            held = self._load(test_id, version)
+            state = held.state if held is not None else TestState.start(self.policy)
             ongoing = self._rollback_in_force(test_id)
             if state.history.rolled_back_at is not None and ongoing is not None:
                 return ongoing  # already rolled back: asking again changes nothing
@@ -215,7 +403,7 @@ class Guard:
                 f"manual-{test_id}-{int(now * 1000)}", test_id, format_time(now), MANUAL,
                 reason, requested_by, last.decision["decision_id"], parse_snapshot(last.snapshot), now,
             )  # fmt: skip
-            self.states[test_id] = _rolled_back_by_hand(state, record)
+            self._held[test_id] = _Held(_rolled_back_by_hand(state, record), version, time.monotonic())
         return record
 
     def get_rollback(self, test_id: str, rollback_id: str) -> Rollback:
@@ -268,7 +456,8 @@ class Guard:
                 raise UnknownTestError(test_id)
             at = self.clock()
             self._write(lambda: self.log.restart(test_id, reason, at))
-            self.states.pop(test_id, None)
+            # a new run: empty windows, and nothing of the last run's rollbacks (as a rebuild after it finds)
+            self._held[test_id] = _Held(TestState.start(self.policy), self.log.version(test_id), time.monotonic())
             self._unsaved.pop(test_id, None)
             self._unopened.discard(test_id)
             if self.rollbacks is not None:
@@ -401,9 +590,9 @@ class Guard:
                 if manual is not None and manual.trigger == MANUAL:
                     state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
                 if state is None:
-                    self.states.pop(test_id, None)
+                    self._held.pop(test_id, None)
                 else:
-                    self.states[test_id] = state
+                    self._held[test_id] = _Held(state, self.log.version(test_id), time.monotonic())
                 self._unsaved[test_id] = rebuilt.replayed
                 replayed += rebuilt.replayed
         if self._closing.is_set():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +71,16 @@ class DecisionLog(Protocol):
 
     on_bad_record: Callable[[BadRecord], None] | None
 
+    def exclusive(self, test_ids: Sequence[str]) -> AbstractContextManager[dict[str, int] | None]:
+        """One write transaction holding these tests against every other writer of the log.
+
+        Appends and reads inside it are part of it; leaving it commits them all at once (LogWriteError if
+        that fails: none was kept), an exception rolls them back. It yields each test's version (how many
+        writes the log holds of it, counted by appends inside it too), or None when this process is the
+        log's only writer and its own memory is always current.
+        """
+        ...
+
     def append(
         self,
         snapshot: dict[str, Any],
@@ -108,6 +119,10 @@ class DecisionLog(Protocol):
         ...
 
     def tests(self) -> list[str]: ...
+
+    def version(self, test_id: str) -> int | None:
+        """How many writes the log holds of this test, or None when this process is its only writer."""
+        ...
 
     def restart(self, test_id: str, reason: str, at: float) -> Restart: ...
 

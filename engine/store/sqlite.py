@@ -16,7 +16,7 @@ import contextlib
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ class SqliteLog:
         self.path = str(path)
         self.on_bad_record = on_bad_record
         self._reported: set[int] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the reads and writes inside exclusive()
         self._closed = False
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -112,6 +112,12 @@ class SqliteLog:
         return cls(folder / "decisions.sqlite3", on_bad_record)
 
     # --- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self, test_ids: Sequence[str]) -> Iterator[dict[str, int] | None]:
+        """One SQLite write transaction (group commit); this process is the file's only writer, so no versions."""
+        with self._writing() as db, _transaction(db, "BEGIN IMMEDIATE"):
+            yield None
+
     def append(
         self,
         snapshot: dict[str, Any],
@@ -225,6 +231,10 @@ class SqliteLog:
         if row is None or not isinstance(row[4], bytes) or not isinstance(row[1], int):
             return None
         return Checkpoint(str(row[0]), int(row[1]), str(row[2]), int(row[3]), bytes(row[4]))
+
+    def version(self, test_id: str) -> int | None:
+        """None: this process is the file's only writer, so the state it holds is always current."""
+        return None
 
     def tests(self) -> list[str]:
         with self._reading() as db:
@@ -345,15 +355,19 @@ class SqliteLog:
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """A transaction, or part of the one already open (exclusive()): that one commits."""
+    if db.in_transaction:
+        yield
+        return
     db.execute(begin)
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def _next_link(db: sqlite3.Connection) -> tuple[int, str]:

@@ -1,0 +1,100 @@
+"""Per-test engine state in Redis, shared by the replicas: a cache of what the decision log implies.
+
+Each test's entry holds the state right after the log's version N of that test (N: how many
+writes the log holds of it), with the policy digest and state format it was built under. A
+replica whose own copy is older than the log's version reads this entry; when the entry is
+older too (its writer died between the log's commit and this write, or Redis lost it), the
+replica rebuilds the state from the log instead. A write never replaces a newer version (a
+script compares them in Redis), so a slow replica cannot put an old state back.
+
+Redis failures raise StateUnavailableError: the service stops serving (UNAVAILABLE, health
+NOT_SERVING) until a probe gets an answer. Entries expire after TTL_SECONDS unused: the log
+still has everything.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from . import LogWriteError
+
+TTL_SECONDS = 7 * 24 * 3600
+_PUT = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'f', ARGV[3], 's', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class StateUnavailableError(LogWriteError):
+    """Redis did not answer: nothing was decided (retry), or the decision is logged and only the cache is behind."""
+
+
+@dataclass(frozen=True)
+class SharedState:
+    version: int
+    policy_digest: str
+    format: int
+    state: bytes
+
+
+class RedisStates:
+    """The per-test state cache; `url` redis://host:port/db, with an optional ?prefix= for its keys."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parts.query)
+        self.prefix = (query.pop("prefix", ["abguard"]) or ["abguard"])[0]
+        rest = urllib.parse.urlencode({key: values[-1] for key, values in query.items()})
+        self.url = urllib.parse.urlunsplit(parts._replace(query=rest))
+        self._redis: redis.Redis = redis.Redis.from_url(
+            self.url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        self._put: Any = self._redis.register_script(_PUT)
+
+    @property
+    def where(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return f"redis://{parts.hostname}:{parts.port or 6379}{parts.path} (prefix {self.prefix!r})"
+
+    def get(self, test_id: str) -> SharedState | None:
+        try:
+            found = self._redis.hmget(self._key(test_id), ["v", "d", "f", "s"])
+        except redis.RedisError as error:
+            raise StateUnavailableError(f"the shared state at {self.where} cannot be read: {error}") from error
+        version, digest, layout, state = found  # bytes: the client does not decode responses
+        if not isinstance(version, bytes) or not isinstance(state, bytes) or not isinstance(digest, bytes):
+            return None
+        try:
+            return SharedState(int(version), digest.decode(), int(layout or 0), state)
+        except (ValueError, UnicodeDecodeError):  # not an entry of ours: the log rebuilds the state instead
+            return None
+
+    def put(self, test_id: str, entry: SharedState) -> bool:
+        """Keep this entry unless Redis holds a newer version; whether it was kept."""
+        try:
+            kept = self._put(
+                keys=[self._key(test_id)],
+                args=[entry.version, entry.policy_digest, entry.format, entry.state, TTL_SECONDS],
+            )
+        except redis.RedisError as error:
+            raise StateUnavailableError(f"the shared state at {self.where} cannot be written: {error}") from error
+        return bool(kept)
+
+    def probe(self) -> None:
+        try:
+            self._redis.ping()
+        except redis.RedisError as error:
+            raise StateUnavailableError(f"the shared state at {self.where} does not answer: {error}") from error
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _key(self, test_id: str) -> str:
+        return f"{self.prefix}:state:{test_id}"
