@@ -354,11 +354,11 @@ def test_a_bad_since_is_a_usage_error(data: Path, capsys: pytest.CaptureFixture[
     assert "--since" in err
 
 
-def test_verify_needs_a_data_dir(capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_needs_a_data_dir_or_a_log(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["audit", "verify"])
     assert stopped.value.code == 2
-    assert "abguard audit verify: error: the following arguments are required: --data-dir" in capsys.readouterr().err
+    assert "abguard audit verify: error: one of the arguments --data-dir --log is required" in capsys.readouterr().err
 
 
 # --- export ---------------------------------------------------------------------------------------

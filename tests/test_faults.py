@@ -65,8 +65,8 @@ def test_a_corrupt_database_file_is_named_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_a_database_corrupt_past_its_first_page_stops_the_start_in_one_line(tmp_path: Path) -> None:
-    """A log whose header is fine but whose tables are garbage: the port opens, the rebuild finds
-    the damage, and serve exits 2 with one line naming the file and the fix."""
+    """A log whose header is fine but whose tables are garbage: the port opens, the start's reading of
+    the log (its rollbacks) finds the damage, and serve exits 2 with one line naming the file and the fix."""
     data = tmp_path / "data"
     guard = Guard(POLICY, SqliteLog.in_dir(data))
     for step in range(10):
@@ -78,9 +78,9 @@ def test_a_database_corrupt_past_its_first_page_stops_the_start_in_one_line(tmp_
         file.write(b"\xde\xad" * ((size - 4096) // 2))
     done = serve_exit(data)
     assert done.returncode == 2, done.stderr
-    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["serving", "rebuild_failed", "stopped"]
+    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["serving", "start_failed", "stopped"]
     assert done.stderr.splitlines() == [
-        f"abguard serve: cannot rebuild the state from {data / 'decisions.sqlite3'}: the decision log cannot be read:"
+        f"abguard serve: cannot read the decision log {data / 'decisions.sqlite3'}: the decision log cannot be read:"
         " database disk image is malformed: move it aside to start a new log, or restore it"
     ]
 

@@ -29,6 +29,7 @@ from ..rollback.process import Rollback
 from ..store import BadRecord, LogError, LogOpenError, Record
 from ..store.chain import GENESIS, Break, verify
 from ..store.rollbacks import RollbackStore
+from ..store.postgres import PostgresLog
 from ..store.sqlite import SqliteLog
 from .common import UsageError
 
@@ -65,7 +66,9 @@ def add_parser(commands: Any) -> None:
     verbs = audit.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     check = verbs.add_parser("verify", help="walk the hash chain; name the first edited, deleted or moved record")
-    check.add_argument("--data-dir", required=True, metavar="DIR", help="the folder holding decisions.sqlite3")
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", metavar="DIR", help="the folder holding decisions.sqlite3")
+    where.add_argument("--log", metavar="URL", help="the shared decision log, postgresql://... (as serve --log)")
     check.set_defaults(run=run_verify)
 
     export = verbs.add_parser("export", help="compliance evidence of every rollback, with its chain hashes")
@@ -77,7 +80,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    with _opened(args.data_dir) as log:
+    with _opened(args.data_dir) if args.data_dir else _shared(args.log) as log:
         verdict = verify(log.chain_rows(), log.chain_links(), log.chain_counter())
     if verdict.broken is None:
         print(f"intact: {verdict.records} records, head {verdict.head}")
@@ -231,6 +234,21 @@ def _describe(found: Break) -> str:
 
 def _unreadable(record: BadRecord) -> None:
     print(f"abguard audit: seq {record.seq} (test {record.test_id}) left out: {record.why}", file=sys.stderr)
+
+
+@contextmanager
+def _shared(url: str) -> Iterator[PostgresLog]:
+    """The replicas' PostgreSQL decision log; UsageError when it cannot be opened or read."""
+    try:
+        log = PostgresLog(url, _unreadable, pool_size=1)
+    except LogOpenError as error:
+        raise UsageError(str(error)) from None
+    try:
+        yield log
+    except LogError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        log.close()
 
 
 @contextmanager

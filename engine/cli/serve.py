@@ -29,6 +29,8 @@ from ..pull import PullConfig, PullConfigError, Puller, load_pull_config
 from ..service import Guard, Rollbacks
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
+from ..store.postgres import PostgresLog
+from ..store.redis_state import RedisStates
 from ..store.sqlite import SqliteLog
 from .common import env_default, load_policy, positive_int
 from .logging import log_event
@@ -74,6 +76,16 @@ def add_parsers(commands: Any) -> None:
     serve.add_argument(
         "--data-dir", default=env_default("DATA_DIR", None), help="decision log folder (ABGUARD_DATA_DIR)"
     )
+    serve.add_argument(
+        "--log", default=env_default("LOG", None), metavar="URL",
+        help="keep the decision log in PostgreSQL (postgresql://...) so replicas share it;"
+        " default: SQLite in --data-dir (ABGUARD_LOG)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--state", default=env_default("STATE", None), metavar="URL",
+        help="share per-test state between replicas in Redis (redis://host:port/db[?prefix=P]);"
+        " needs --log postgresql://... (ABGUARD_STATE)",
+    )  # fmt: skip
     serve.add_argument(
         "--policies", default=env_default("POLICIES", "policies"), help="policy folder (ABGUARD_POLICIES)"
     )
@@ -123,21 +135,26 @@ def run_serve(args: argparse.Namespace) -> int:
             "abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr
         )
         return USAGE
+    if args.state and not (args.log or "").startswith(("postgresql://", "postgres://")):
+        why = "--state (ABGUARD_STATE) needs --log postgresql://...: replicas share both"
+        print(f"abguard serve: {why}", file=sys.stderr)
+        return USAGE
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
     try:
-        log = SqliteLog.in_dir(args.data_dir)
-    except LogOpenError as error:
+        log = _open_log(args)
+    except (LogOpenError, ValueError) as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
+    shared = RedisStates(args.state) if args.state else None
     try:
         rollbacks, pull = _integrations(args, policy)
     except (OSError, ValueError) as error:  # PullConfigError is a ValueError
         print(f"abguard serve: {error}", file=sys.stderr)
         log.close()
         return USAGE
-    guard = Guard(policy, log, on_event=log_event, rebuild_first=True, rollbacks=rollbacks)  # UNAVAILABLE until rebuilt
+    guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared)  # tests load on first use
     metrics = Metrics(guard)
     try:
         server, port, health = create_server(guard, args.listen, args.workers, log_event, metrics)
@@ -167,13 +184,12 @@ def run_serve(args: argparse.Namespace) -> int:
             "environment": policy.environment,
             "enforced": policy.rollback_enabled,
             "data_dir": args.data_dir,
-            "rebuilding": True,
+            "log": log.path,
+            "state": shared.where if shared is not None else None,
         }
     )
-    failed: list[tuple[int, str]] = []  # the exit code and line of a rebuild that could not finish
-    rebuilder = threading.Thread(
-        target=_rebuild, args=(guard, log.path, stop, failed), name="abguard-rebuild", daemon=True
-    )
+    failed: list[tuple[int, str]] = []  # the exit code and line of a start that could not finish
+    rebuilder = threading.Thread(target=_warm, args=(guard, log.path, stop, failed), name="abguard-warm", daemon=True)
     rebuilder.start()
     rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
     puller = Puller(guard, pull, log_event) if pull is not None else None
@@ -251,29 +267,38 @@ def _wait_for_stop(stop: threading.Event, signals: list[int]) -> None:
         stop.set()  # the rebuild sees it and stops
 
 
-def _rebuild(guard: Guard, path: str, stop: threading.Event, failed: list[tuple[int, str]]) -> None:
-    """Rebuild every test's state from the log (health turns SERVING when done); stop the service if it cannot."""
+def _open_log(args: argparse.Namespace) -> SqliteLog | PostgresLog:
+    """The decision log --log names (PostgreSQL), or SQLite in --data-dir."""
+    url = args.log
+    if not url:
+        return SqliteLog.in_dir(args.data_dir)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresLog(url)
+    raise ValueError(f"--log (ABGUARD_LOG) must be a postgresql:// URL, got {url.split('://')[0]!r}://...")
+
+
+def _warm(guard: Guard, path: str, stop: threading.Event, failed: list[tuple[int, str]]) -> None:
+    """Reopen missing rollback records and check the log can be written; stop the service if the log cannot be read."""
     started = time.monotonic()
     try:
-        replayed = guard.rebuild()
-        if stop.is_set():  # a shutdown cut the rebuild short
+        reopened = guard.warm()
+        if stop.is_set():
             return
         guard.check_log()  # a log that cannot be written: NOT_SERVING from the start, probed until it can
     except LogError as error:
         if not stop.is_set():  # (not a read cut short by a shutdown)
             fix = "move it aside to start a new log, or restore it"
-            failed.append((USAGE, f"abguard serve: cannot rebuild the state from {path}: {error}: {fix}"))
-            log_event({"event": "rebuild_failed", "why": str(error)})
+            failed.append((USAGE, f"abguard serve: cannot read the decision log {path}: {error}: {fix}"))
+            log_event({"event": "start_failed", "why": str(error)})
             stop.set()
         return
     except Exception as error:  # a bug of ours: say so in one line, stop
-        failed.append((FINDINGS, f"abguard serve: rebuilding the state failed: {type(error).__name__}: {error}"))
-        log_event({"event": "internal_error", "method": "rebuild", "error": repr(error)[:1000]})
+        failed.append((FINDINGS, f"abguard serve: starting failed: {type(error).__name__}: {error}"))
+        log_event({"event": "internal_error", "method": "warm", "error": repr(error)[:1000]})
         stop.set()
         return
     if not stop.is_set():
-        seconds = round(time.monotonic() - started, 3)
-        log_event({"event": "ready", "rebuilt_snapshots": replayed, "seconds": seconds})
+        log_event({"event": "ready", "rollbacks_reopened": reopened, "seconds": round(time.monotonic() - started, 3)})
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

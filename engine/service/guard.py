@@ -484,6 +484,8 @@ class Guard:
         if prober is not None:
             prober.join(self.probe_seconds + 5)
         self.end_watches()
+        if self.shared is not None:
+            self.shared.close()
         try:
             self.log.close()
         except LogError as error:  # the log's -wal file still holds every decision
@@ -506,11 +508,11 @@ class Guard:
             listener(self.serving)
 
     def check_log(self) -> bool:
-        """Try a write now; if it fails the guard stops serving until a probe succeeds."""
+        """Try a write now (and the shared state); if it fails the guard stops serving until a probe succeeds."""
         if self._closing.is_set():  # the log is closed or closing: nothing to learn
             return False
         try:
-            self._write(self.log.probe)
+            self._write(self._probe_once)
         except LogWriteError:
             return False
         return True
@@ -539,7 +541,7 @@ class Guard:
         while not self._closing.wait(self.probe_seconds):
             faults = self._faults
             try:
-                self.log.probe()
+                self._probe_once()
             except LogError as error:
                 with self._health:
                     self._write_fault = str(error)  # the latest reason
@@ -558,6 +560,11 @@ class Guard:
         with self._health:
             self._prober = None
 
+    def _probe_once(self) -> None:
+        self.log.probe()
+        if self.shared is not None:
+            self.shared.probe()
+
     def _tell(self) -> None:
         """Tell listeners the serving state if it changed (called under the health lock)."""
         serving = self.serving
@@ -571,6 +578,19 @@ class Guard:
             self.on_event(event)
 
     # --- restoring --------------------------------------------------------------------------
+    def warm(self) -> int:
+        """At start: reopen the rollbacks the log decided whose records are missing; how many.
+
+        Nothing else waits: each test's state is loaded on its first call (memory, the shared
+        state, or its checkpoint and what followed), so a restart serves at once whatever the log's size.
+        """
+        if self.rollbacks is None:
+            return 0
+        opened = self.rollbacks.reconcile(self.log)
+        if opened:
+            self._event({"event": "rollbacks_reopened", "count": opened})
+        return opened
+
     def rebuild(self) -> int:
         """Every test's state from the log; the number of snapshots replayed.
 
