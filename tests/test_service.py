@@ -595,7 +595,7 @@ def test_calls_during_the_rebuild_are_unavailable_and_health_not_serving(tmp_pat
 
 
 def log_of_many_tests(data_dir: Path, tests: int, rows: list[dict[str, Any]] | None = None) -> int:
-    """A log of `tests` copies of `rows` (default: the sustained_medium_risk scenario), real decisions; its row count."""
+    """A log of `tests` copies of `rows` (default: the sustained_medium_risk scenario), real decisions; row count."""
     seed = Guard(POLICY, SqliteLog.in_dir(data_dir))
     for row in scenario("sustained_medium_risk") if rows is None else rows:
         seed.evaluate({**row, "test_id": "seed"})

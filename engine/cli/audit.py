@@ -28,8 +28,8 @@ from ..contract import InputError, format_time, parse_time
 from ..rollback.process import Rollback
 from ..store import BadRecord, LogError, LogOpenError, Record
 from ..store.chain import GENESIS, Break, verify
-from ..store.rollbacks import RollbackStore
 from ..store.postgres import PostgresLog
+from ..store.rollbacks import RollbackStore
 from ..store.sqlite import SqliteLog
 from .common import UsageError
 
