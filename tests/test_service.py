@@ -612,9 +612,9 @@ def log_of_many_tests(data_dir: Path, tests: int, rows: list[dict[str, Any]] | N
                 " FROM decisions WHERE test_id = 'seed'",
                 (test_id, test_id, f'"test_id":"{test_id}"', f'"test_id":"{test_id}"'),
             )
-    rows = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+    count = int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
     db.close()
-    return rows
+    return count
 
 
 def test_serve_serves_at_once_and_rebuilds_each_test_on_its_first_call(tmp_path: Path) -> None:
