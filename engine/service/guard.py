@@ -166,6 +166,7 @@ class Guard:
                             outcomes[index] = self._decide(snapshot, raw, received, heads, staged, new)
                         except OutOfOrderError as error:
                             outcomes[index] = error
+                    self._share(staged, new)  # before the commit: a state Redis cannot take commits nothing
             self._keep(staged, new)  # only now: the log has them
         self._sweep()
         return [outcome for outcome in outcomes if outcome is not None]
@@ -209,18 +210,18 @@ class Guard:
                 told(body)
         for test_id, seq in last_seq.items():
             self._checkpoint(test_id, seq, staged[test_id].state)
-        if self.shared is not None and staged:
-            try:
-                for test_id, held in staged.items():
-                    assert held.version is not None  # a shared state goes with a versioned log
-                    self.shared.put(test_id, self._entry(held))
-            except LogWriteError as error:  # the decisions are logged; other replicas rebuild from the log
-                self._write_failed(error)
 
-    def _entry(self, held: _Held) -> SharedState:
-        assert held.version is not None
-        blob = pickle.dumps(held.state, protocol=pickle.HIGHEST_PROTOCOL)
-        return SharedState(held.version, self.policy.digest, STATE_FORMAT, blob)
+    def _share(self, staged: dict[str, _Held], new: list[_New]) -> None:
+        """The new states into the shared cache, each with its version and last decision's hash."""
+        if self.shared is None or not staged:
+            return
+        last_hash = {item.decision.test_id: item.record.hash for item in new}
+        entries = {}
+        for test_id, held in staged.items():
+            assert held.version is not None  # a shared state goes with a versioned log
+            blob = pickle.dumps(held.state, protocol=pickle.HIGHEST_PROTOCOL)
+            entries[test_id] = SharedState(held.version, self.policy.digest, STATE_FORMAT, blob, last_hash[test_id])
+        self.shared.put(entries)
 
     def _load(self, test_id: str, version: int | None) -> _Held | None:
         """The test's state as of the log's `version` (None: whatever this process holds is current):
@@ -252,6 +253,9 @@ class Guard:
         if entry is None or entry.version != version:
             return None
         if entry.policy_digest != self.policy.digest or entry.format != STATE_FORMAT:
+            return None
+        last = self.log.last(test_id)
+        if last is None or last.hash != entry.last_hash:  # written for a commit that failed
             return None
         try:
             state = pickle.loads(entry.state)  # written by abguard replicas into their own Redis

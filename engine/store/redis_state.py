@@ -1,11 +1,13 @@
 """Per-test engine state in Redis, shared by the replicas: a cache of what the decision log implies.
 
 Each test's entry holds the state right after the log's version N of that test (N: how many
-writes the log holds of it), with the policy digest and state format it was built under. A
-replica whose own copy is older than the log's version reads this entry; when the entry is
-older too (its writer died between the log's commit and this write, or Redis lost it), the
-replica rebuilds the state from the log instead. A write never replaces a newer version (a
-script compares them in Redis), so a slow replica cannot put an old state back.
+writes the log holds of it) and the hash of the test's last logged decision, with the policy
+digest and state format it was built under. It is written inside the log's transaction, before
+the commit: when Redis cannot take it, nothing is committed. A replica whose own copy is older
+than the log's version reads this entry and uses it only when both the version and the last
+decision's hash match the log; otherwise (a commit that failed after the write, Redis lost it)
+it rebuilds the state from the log. A write never replaces a newer version (a script compares
+them in Redis), so a slow replica cannot put an old state back.
 
 Redis failures raise StateUnavailableError: the service stops serving (UNAVAILABLE, health
 NOT_SERVING) until a probe gets an answer. Entries expire after TTL_SECONDS unused: the log
@@ -25,8 +27,8 @@ from . import LogWriteError
 TTL_SECONDS = 7 * 24 * 3600
 _PUT = """
 local current = redis.call('HGET', KEYS[1], 'v')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'f', ARGV[3], 's', ARGV[4])
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'f', ARGV[3], 's', ARGV[4], 'h', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
@@ -42,6 +44,7 @@ class SharedState:
     policy_digest: str
     format: int
     state: bytes
+    last_hash: str  # of the test's last logged decision: the entry is only good for that log
 
 
 class RedisStates:
@@ -65,27 +68,28 @@ class RedisStates:
 
     def get(self, test_id: str) -> SharedState | None:
         try:
-            found = self._redis.hmget(self._key(test_id), ["v", "d", "f", "s"])
+            found = self._redis.hmget(self._key(test_id), ["v", "d", "f", "s", "h"])
         except redis.RedisError as error:
             raise StateUnavailableError(f"the shared state at {self.where} cannot be read: {error}") from error
-        version, digest, layout, state = found  # bytes: the client does not decode responses
-        if not isinstance(version, bytes) or not isinstance(state, bytes) or not isinstance(digest, bytes):
+        values = [value for value in found if isinstance(value, bytes)]  # the client does not decode responses
+        if len(values) != len(found):
             return None
+        version, digest, layout, state, last = values
         try:
-            return SharedState(int(version), digest.decode(), int(layout or 0), state)
+            return SharedState(int(version), digest.decode(), int(layout), state, last.decode())
         except (ValueError, UnicodeDecodeError):  # not an entry of ours: the log rebuilds the state instead
             return None
 
-    def put(self, test_id: str, entry: SharedState) -> bool:
-        """Keep this entry unless Redis holds a newer version; whether it was kept."""
+    def put(self, entries: dict[str, SharedState]) -> None:
+        """Keep these entries (one round trip), each unless Redis holds a newer version of its test."""
         try:
-            kept = self._put(
-                keys=[self._key(test_id)],
-                args=[entry.version, entry.policy_digest, entry.format, entry.state, TTL_SECONDS],
-            )
+            pipe = self._redis.pipeline(transaction=False)
+            for test_id, entry in entries.items():
+                args = [entry.version, entry.policy_digest, entry.format, entry.state, TTL_SECONDS, entry.last_hash]
+                self._put(keys=[self._key(test_id)], args=args, client=pipe)
+            pipe.execute()
         except redis.RedisError as error:
             raise StateUnavailableError(f"the shared state at {self.where} cannot be written: {error}") from error
-        return bool(kept)
 
     def probe(self) -> None:
         try:
