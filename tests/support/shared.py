@@ -46,7 +46,7 @@ def postgres_schema() -> Iterator[str]:
 
 def with_schema(url: str, schema: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query) + [("options", f"-csearch_path={schema}")]
+    query = [*urllib.parse.parse_qsl(parts.query), ("options", f"-csearch_path={schema}")]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
