@@ -28,6 +28,7 @@ from .v1 import risk_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
 DEFAULT_PAGE, MAX_PAGE = 50, 500
+MAX_BATCH = 1000  # snapshots in one EvaluateBatch request or stream message
 MAX_MESSAGE = 4000  # characters of an error message: well inside gRPC's 8 KiB metadata limit
 Reply = TypeVar("Reply")
 Log = Callable[[dict[str, Any]], None]
@@ -117,6 +118,56 @@ class RiskServicer:
                     "latency_ms": round((time.perf_counter() - start) * 1000, 3),
                 }
             )
+        return response
+
+    @_mapped
+    def EvaluateBatch(
+        self, request: pb.EvaluateBatchRequest, context: grpc.ServicerContext
+    ) -> pb.EvaluateBatchResponse:
+        return self._batch(request)
+
+    def EvaluateStream(
+        self, requests: Iterator[pb.EvaluateBatchRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.EvaluateBatchResponse]:
+        try:
+            for request in requests:
+                if isinstance(request, Undecodable):
+                    raise InputError("request", f"not an EvaluateBatchRequest: {excerpt(str(request.error))}")
+                yield self._batch(request)
+        except grpc.RpcError:  # the client went away
+            return
+        except Exception as error:
+            self._fail(context, "EvaluateStream", error)
+
+    def _batch(self, request: pb.EvaluateBatchRequest) -> pb.EvaluateBatchResponse:
+        """One batch: each snapshot's decision or error, in order; the log's trouble fails it whole."""
+        start = time.perf_counter()
+        count = len(request.snapshots)
+        if count > MAX_BATCH:
+            raise InputError("snapshots", f"at most {MAX_BATCH} snapshots in one batch, got {count}: split it")
+        outcomes = self.guard.evaluate_many([present(snapshot) for snapshot in request.snapshots])
+        response = pb.EvaluateBatchResponse()
+        errors = 0
+        for index, outcome in enumerate(outcomes):
+            result = response.results.add()
+            if isinstance(outcome, dict):
+                fill(result.decision, outcome)
+                continue
+            errors += 1
+            mapped = status_of(outcome.under(f"snapshots[{index}]") if isinstance(outcome, InputError) else outcome)
+            assert mapped is not None  # evaluate_many returns input and ordering errors only
+            code, message, violations = mapped
+            result.error.code = code_pb2.Code.Name(code)
+            result.error.message = message[:MAX_MESSAGE]
+            for field, text in violations[:50]:
+                result.error.violations.add(
+                    field=field.replace("snapshot.", f"snapshots[{index}].", 1), description=text[:500]
+                )
+        if self.metrics is not None:
+            self.metrics.timed("grpc")(start)
+        if self.log is not None:
+            latency = round((time.perf_counter() - start) * 1000, 3)
+            self.log({"event": "batch", "snapshots": count, "errors": errors, "latency_ms": latency})
         return response
 
     @_mapped
@@ -260,12 +311,20 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+_MAKERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+}
+
+
 def _handlers(servicer: RiskServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The RiskService's method handlers, as the generated code builds them but with lenient decoding."""
     handlers = {}
     for method in SERVICE.methods:
         request, reply = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
-        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_lenient(request.FromString),
