@@ -4,6 +4,7 @@ loses nothing acknowledged, and an outage of either store is UNAVAILABLE, never 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -242,3 +243,48 @@ def test_an_outage_is_unavailable_and_not_serving_then_recovers(stores: tuple[st
         server.stop(2).wait()
         guard.close()
         proxy.close()
+
+
+def test_serve_processes_share_the_port_and_a_dead_one_is_started_again(
+    tmp_path: Path, stores: tuple[str, str]
+) -> None:
+    """`serve --processes 2` on the shared stores: connections spread over both (each call here opens its
+    own), decisions are one replay's; SIGKILL one process and the supervisor starts it again."""
+    abguard = str(Path(sys.executable).parent / "abguard")
+    command = [
+        abguard, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+        "--policies", str(ROOT / "policies"), "--log", stores[0], "--state", stores[1], "--processes", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    supervising = json.loads(process.stdout.readline())
+    assert supervising["event"] == "supervising" and len(supervising["pids"]) == 2
+    address = supervising["listen"]
+    events: list[dict[str, Any]] = []
+
+    def wait_for(event: str, count: int) -> None:
+        assert process.stdout is not None
+        while sum(1 for e in events if e["event"] == event) < count:
+            events.append(json.loads(process.stdout.readline()))
+
+    rows = interleaved_rows()
+    try:
+        wait_for("ready", 2)
+        decided = [call(address, row) for row in rows[:60]]
+        os.kill(supervising["pids"][1], signal.SIGKILL)
+        wait_for("process_exited", 1)
+        wait_for("ready", 3)
+        decided += [call(address, row) for row in rows[60:]]
+        for test_id in {row["test_id"] for row in rows}:
+            want = replayed([row for row in rows if row["test_id"] == test_id])
+            assert [d for d in decided if d["test_id"] == test_id] == want, test_id
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"event": "stopped", "processes": 2, "exit_codes": [0, 0]}
+
+
+def interleaved_rows() -> list[dict[str, Any]]:
+    streams = [scenario(name) for name in ("accuracy_regression", "error_storm")]
+    return [row for pair in zip(*streams, strict=False) for row in pair]

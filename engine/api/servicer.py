@@ -334,12 +334,18 @@ def _handlers(servicer: RiskServicer) -> dict[str, grpc.RpcMethodHandler]:
 
 
 def create_server(
-    guard: Guard, address: str, workers: int = 16, log: Log | None = None, metrics: Metrics | None = None
+    guard: Guard,
+    address: str,
+    workers: int = 16,
+    log: Log | None = None,
+    metrics: Metrics | None = None,
+    reuse_port: bool = False,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A ready (not yet started) server bound to `address`; port 0 picks a free port."""
+    """A ready (not yet started) server bound to `address`; port 0 picks a free port. `reuse_port`: other
+    processes (serve --processes) listen on the same port and the kernel spreads connections over them."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_connection_age_ms", 300_000)],
+        options=[("grpc.so_reuseport", int(reuse_port)), ("grpc.max_connection_age_ms", 300_000)],
         interceptors=[metrics.interceptor()] if metrics is not None else None,
     )
     # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing

@@ -35,6 +35,7 @@ from ..store.sqlite import SqliteLog
 from .common import env_default, load_policy, positive_int
 from .logging import log_event
 from .render import table_header, table_row, to_json_dict
+from .supervise import supervise
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -114,6 +115,13 @@ def add_parsers(commands: Any) -> None:
         "--notify-webhook", default=env_default("NOTIFY_WEBHOOK", None), metavar="URL",
         help="URL rollback events are POSTed to, signed with $ABGUARD_NOTIFY_WEBHOOK_SECRET (ABGUARD_NOTIFY_WEBHOOK)",
     )  # fmt: skip
+    serve.add_argument(
+        "--processes", type=positive_int, default=env_default("PROCESSES", "1"),
+        help="serving processes sharing the port (SO_REUSEPORT); more than 1 needs --log postgresql://..."
+        " (ABGUARD_PROCESSES)",
+    )  # fmt: skip
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --processes
+    serve.add_argument("--no-outbox", action="store_true", help=argparse.SUPPRESS)  # all but the first process
     serve.set_defaults(run=run_serve)
 
     evaluate = commands.add_parser("evaluate", help="stream a JSON-lines file through a server's Evaluate")
@@ -130,6 +138,10 @@ def add_parsers(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    return supervise(args) if int(args.processes) > 1 else _serve_one(args)
+
+
+def _serve_one(args: argparse.Namespace) -> int:
     if not args.data_dir:
         print(
             "abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr
@@ -157,7 +169,7 @@ def run_serve(args: argparse.Namespace) -> int:
     guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared)  # tests load on first use
     metrics = Metrics(guard)
     try:
-        server, port, health = create_server(guard, args.listen, args.workers, log_event, metrics)
+        server, port, health = create_server(guard, args.listen, args.workers, log_event, metrics, args.reuse_port)
     except (OSError, RuntimeError) as error:
         print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
         guard.close()
@@ -191,7 +203,8 @@ def run_serve(args: argparse.Namespace) -> int:
     failed: list[tuple[int, str]] = []  # the exit code and line of a start that could not finish
     rebuilder = threading.Thread(target=_warm, args=(guard, log.path, stop, failed), name="abguard-warm", daemon=True)
     rebuilder.start()
-    rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
+    if not args.no_outbox:  # (one process of serve --processes runs it: each item goes out once)
+        rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
     puller = Puller(guard, pull, log_event) if pull is not None else None
     if puller is not None:
         puller.start()  # its rounds wait while the guard is not serving
