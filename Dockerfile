@@ -24,6 +24,8 @@ RUN useradd --system --uid 10001 --create-home --home-dir /app abguard \
     && mkdir -p /data && chown abguard:abguard /data
 COPY --from=build /opt/abguard /opt/abguard
 COPY --chown=abguard:abguard policies /app/policies
+# the policy's own test cases read these (../../scenarios from policies/tests): a reload runs them first
+COPY --chown=abguard:abguard scenarios/*.jsonl /app/scenarios/
 ENV PATH=/opt/abguard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ABGUARD_POLICIES=/app/policies
@@ -33,14 +35,13 @@ VOLUME ["/data"]
 # 50051 gRPC; 8080 HTTP/JSON, /metrics and the dashboard when started with --http 0.0.0.0:8080
 # (or ABGUARD_HTTP), as deploy/kubernetes/abguard.yaml does
 EXPOSE 50051 8080
-# The port opens at once, but health says NOT_SERVING until the state is rebuilt from the
-# decision log: about 0.6 ms per logged snapshot of the tests' current windows (24 s for 40k).
-# Failed checks during --start-period do not count, so a long rebuild is not "unhealthy";
-# --start-interval (Docker Engine 25+) checks every 2 s meanwhile, so the container turns
-# healthy as soon as the rebuild is done instead of up to --interval later.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --start-interval=2s --retries=3 \
+# The port opens and serves at once: each test's state is rebuilt from the decision log on its
+# first call. Health says NOT_SERVING only while the log (or --state) cannot be written.
+# SIGHUP (docker kill -s HUP) reloads the policies; so does a change in /app/policies.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=2s --retries=3 \
     CMD ["abguard", "health", "--server", "127.0.0.1:50051"]
 # Rollback integrations by environment (README "Rollbacks as a tracked process"): ABGUARD_FLAGS
 # (a flags config mounted into the container), ABGUARD_ALERTMANAGER_URL, ABGUARD_NOTIFY_WEBHOOK
 # with its ABGUARD_NOTIFY_WEBHOOK_SECRET. Rollback records and the outbox live in /data too.
+# Replicas: ABGUARD_LOG=postgresql://... and ABGUARD_STATE=redis://... (README "Replicas").
 ENTRYPOINT ["abguard", "serve", "--listen", "0.0.0.0:50051", "--data-dir", "/data"]

@@ -256,6 +256,9 @@ def test_health_and_reflection(service: Service) -> None:
         "ListRollbacks",
         "ReportRollbackStep",
         "RollbackTest",
+        "EvaluateBatch",
+        "EvaluateStream",
+        "GetPolicy",
     }
 
 

@@ -171,6 +171,26 @@ class RiskServicer:
         return response
 
     @_mapped
+    def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.GetPolicyResponse:
+        status = self.guard.policy_status()
+        policy = status.active
+        response = pb.GetPolicyResponse(
+            profile=policy.profile or "", environment=policy.environment or "", loaded_at=status.loaded_at
+        )
+        fill(response.policy, {"name": policy.name, "version": policy.version, "digest": policy.digest})
+        if status.rejected is not None:
+            rejected = status.rejected
+            response.rejected.CopyFrom(
+                pb.RejectedPolicy(
+                    digest=rejected.digest,
+                    why=rejected.why[:MAX_MESSAGE],
+                    rejected_at=rejected.at,
+                    source=rejected.source,
+                )
+            )
+        return response
+
+    @_mapped
     def GetTest(self, request: pb.GetTestRequest, context: grpc.ServicerContext) -> pb.GetTestResponse:
         view = self.guard.test(_test_id(request.test_id))
         response = pb.GetTestResponse(

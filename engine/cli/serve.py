@@ -22,11 +22,13 @@ from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
 from ..http import HttpServer, create_app
+from ..integrations.alertmanager import Alert, Severity
 from ..metrics import Metrics
 from ..policy.model import Policy
 from ..policy.policyset import DEFAULT_PROFILE
 from ..pull import PullConfig, PullConfigError, Puller, load_pull_config
 from ..service import Guard, Rollbacks
+from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.postgres import PostgresLog
@@ -141,15 +143,19 @@ def run_serve(args: argparse.Namespace) -> int:
     return supervise(args) if int(args.processes) > 1 else _serve_one(args)
 
 
-def _serve_one(args: argparse.Namespace) -> int:
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the serve command line before anything is opened, if anything."""
     if not args.data_dir:
-        print(
-            "abguard serve: --data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there", file=sys.stderr
-        )
-        return USAGE
+        return "--data-dir (or ABGUARD_DATA_DIR) is required: the decision log lives there"
     if args.state and not (args.log or "").startswith(("postgresql://", "postgres://")):
-        why = "--state (ABGUARD_STATE) needs --log postgresql://...: replicas share both"
-        print(f"abguard serve: {why}", file=sys.stderr)
+        return "--state (ABGUARD_STATE) needs --log postgresql://...: replicas share both"
+    return None
+
+
+def _serve_one(args: argparse.Namespace) -> int:
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"abguard serve: {problem}", file=sys.stderr)
         return USAGE
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
@@ -185,21 +191,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     server.start()  # the port is open at once (health NOT_SERVING): a long rebuild is not a dead service
     if web is not None:
         web.start()
-    host = args.listen.rsplit(":", 1)[0]
-    log_event(
-        {
-            "event": "serving",
-            "listen": f"{host}:{port}",
-            "http": web.address if web is not None else None,
-            "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
-            "profile": policy.profile,
-            "environment": policy.environment,
-            "enforced": policy.rollback_enabled,
-            "data_dir": args.data_dir,
-            "log": log.path,
-            "state": shared.where if shared is not None else None,
-        }
-    )
+    _announce(args, policy, port, web, log.path, shared)
     failed: list[tuple[int, str]] = []  # the exit code and line of a start that could not finish
     rebuilder = threading.Thread(target=_warm, args=(guard, log.path, stop, failed), name="abguard-warm", daemon=True)
     rebuilder.start()
@@ -208,8 +200,11 @@ def _serve_one(args: argparse.Namespace) -> int:
     puller = Puller(guard, pull, log_event) if pull is not None else None
     if puller is not None:
         puller.start()  # its rounds wait while the guard is not serving
-    _wait_for_stop(stop, signals)
+    reloader = _reloader(args, guard, rollbacks)
+    reloader.start()
+    _wait_for_stop(stop, signals, reloader)
     started = time.monotonic()
+    reloader.stop()
     _shut_down(puller, health, guard, server, web, rollbacks, rebuilder)
     log_event({"event": "stopped", "drain_seconds": round(time.monotonic() - started, 3)})
     if failed:
@@ -269,12 +264,61 @@ def _noted_signals() -> list[int]:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # reload the policies (_wait_for_stop tells them apart)
     return signals
 
 
-def _wait_for_stop(stop: threading.Event, signals: list[int]) -> None:
-    while not stop.wait(SIGNAL_POLL_SECONDS) and not signals:
-        pass
+def _announce(
+    args: argparse.Namespace, policy: Policy, port: int, web: HttpServer | None, log: str, shared: RedisStates | None
+) -> None:
+    """The first line: where the service listens and what it decides with."""
+    host = args.listen.rsplit(":", 1)[0]
+    log_event(
+        {
+            "event": "serving",
+            "listen": f"{host}:{port}",
+            "http": web.address if web is not None else None,
+            "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
+            "profile": policy.profile,
+            "environment": policy.environment,
+            "enforced": policy.rollback_enabled,
+            "data_dir": args.data_dir,
+            "log": log,
+            "state": shared.where if shared is not None else None,
+        }
+    )
+
+
+def _reloader(args: argparse.Namespace, guard: Guard, rollbacks: Rollbacks) -> Reloader:
+    """Reloads the policies folder on SIGHUP or when it changes; a refused policy is logged and alerted."""
+
+    def alert(rejected: Rejected) -> None:
+        if rollbacks.alerts is None:
+            return
+        body = Alert(
+            alertname="AbguardPolicyRejected", severity=Severity.WARNING, test_id="", condition="policy",
+            summary="a policy reload was refused: the last good policy stays in force", decision_id="",
+            description=f"{rejected.source}: {rejected.why}"[:2000], starts_at=rejected.at,
+            environment=guard.policy.environment,
+        )  # fmt: skip
+        try:
+            rollbacks.alerts.send([body.to_json()])
+        except Exception as error:  # the refusal is logged and in GetPolicy all the same
+            log_event({"event": "alert_failed", "alertname": "AbguardPolicyRejected", "why": str(error)[:300]})
+
+    profile = None if args.profile in (None, "none") else args.profile
+    reloader = Reloader(args.policies, profile, args.env, guard.policy, guard.swap_policy, log_event, alert)
+    guard.reloader = reloader
+    return reloader
+
+
+def _wait_for_stop(stop: threading.Event, signals: list[int], reloader: Reloader) -> None:
+    while not stop.wait(SIGNAL_POLL_SECONDS):
+        while signal.SIGHUP in signals:  # a reload, not a stop
+            signals.remove(signal.SIGHUP)
+            reloader.request("SIGHUP")
+        if signals:
+            break
     if signals:
         log_event({"event": "stopping", "signal": signal.Signals(signals[0]).name})
         stop.set()  # the rebuild sees it and stops

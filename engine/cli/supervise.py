@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -47,11 +48,18 @@ def supervise(args: argparse.Namespace) -> int:
         {"event": "supervising", "processes": args.processes, "listen": listen, "pids": [c.pid for c in children]}
     )
     stopping: list[int] = []
+    reloads: list[int] = []
     signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))
     signal.signal(signal.SIGINT, lambda number, _frame: stopping.append(number))
+    signal.signal(signal.SIGHUP, lambda number, _frame: reloads.append(number))
     try:
         while not stopping:
             time.sleep(POLL)
+            while reloads:  # each process reloads (and checks) the policies itself
+                reloads.pop()
+                for child in children:
+                    if child.is_alive() and child.pid is not None:
+                        os.kill(child.pid, signal.SIGHUP)
             for index, child in enumerate(children):
                 if child.is_alive() or stopping:
                     continue

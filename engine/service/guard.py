@@ -30,6 +30,7 @@ from ..store.redis_state import RedisStates, SharedState
 from ..verdict.status import TestHistory
 from .evidence import rollback_evidence
 from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
+from .reload import PolicyStatus, Reloader
 from .rollbacks import Rollbacks
 from .watchers import Watcher, Watchers
 
@@ -65,6 +66,45 @@ class TestView:
     last_decision: dict[str, Any]
     rolled_back_at: str
     decisions: int
+
+
+class _PolicyGate:
+    """Calls run under the policy in force; a swap waits for the calls in flight and holds new ones
+    back meanwhile (writer first), so no call sees two policies and none fails for a reload."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._swapping = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._swapping:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        with self._cond:
+            while self._swapping:
+                self._cond.wait()
+            self._swapping = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._swapping = False
+                self._cond.notify_all()
 
 
 @dataclass
@@ -107,6 +147,9 @@ class Guard:
         self.policy = policy
         self.rollbacks = rollbacks
         self.engine = Engine.of(policy)
+        self._gate = _PolicyGate()
+        self.reloader: Reloader | None = None  # set by serve when it reloads policies
+        self._started_at = format_time(time.time())
         self.log = log
         log.on_bad_record = self._unreadable  # rows the log cannot decode are reported as events
         self.clock = clock
@@ -147,6 +190,12 @@ class Guard:
         cannot be used fails the whole call (LogError: nothing of it was kept, so a retry is safe).
         """
         self._ready()
+        with self._gate.reading():
+            outcomes = self._evaluate_many(raws)
+        self._sweep()
+        return outcomes
+
+    def _evaluate_many(self, raws: Sequence[dict[str, Any]]) -> list[Outcome]:
         received = self.clock()
         outcomes: list[Outcome | None] = [None] * len(raws)
         parsed: list[tuple[int, dict[str, Any], Snapshot]] = []
@@ -168,8 +217,24 @@ class Guard:
                             outcomes[index] = error
                     self._share(staged, new)  # before the commit: a state Redis cannot take commits nothing
             self._keep(staged, new)  # only now: the log has them
-        self._sweep()
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def policy_status(self) -> PolicyStatus:
+        """The policy deciding now, since when, and what the last reload refused (serve's reloader keeps it)."""
+        if self.reloader is not None:
+            return self.reloader.status
+        return PolicyStatus(self.policy, self._started_at, None)
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Decide with `policy` from the next call on (its ruleset is registered first, outside the gate).
+
+        Calls in flight finish under the old one. Every test's state is dropped: the next call of
+        each rebuilds it from the log under the new policy, as a restart onto a new policy does."""
+        engine = Engine.of(policy)
+        with self._gate.swapping():
+            self.policy, self.engine = policy, engine
+            self._held.clear()
+            self._unsaved.clear()
 
     def _decide(
         self, snapshot: Snapshot, raw: dict[str, Any], received: float,
@@ -293,6 +358,10 @@ class Guard:
         if now - self._swept < min(SWEEP_SECONDS, self.idle_seconds):
             return
         self._swept = now
+        with self._gate.reading():  # a checkpoint names the policy its state was built under
+            self._evict_idle(now)
+
+    def _evict_idle(self, now: float) -> None:
         for test_id, held in list(self._held.items()):
             if now - held.used < self.idle_seconds:
                 continue
@@ -365,7 +434,7 @@ class Guard:
             raise UnknownTestError(test_id)
         restart = self.log.last_restart(test_id)
         restarted = restart is not None and restart.after_seq >= record.seq
-        with self._lock(test_id):
+        with self._gate.reading(), self._lock(test_id):
             held = self._load(test_id, self.log.version(test_id))
         state = held.state if held is not None else None
         rolled_back_at = state.history.rolled_back_at if state and not restarted else None
@@ -392,7 +461,7 @@ class Guard:
         """Roll a test back by hand: its next decisions are `rollback`, through the same process."""
         self._ready()
         rollbacks = self._rollbacks()
-        with self._lock(test_id):
+        with self._gate.reading(), self._lock(test_id):
             last = self.log.last(test_id)
             if last is None:
                 raise UnknownTestError(test_id)
@@ -455,7 +524,7 @@ class Guard:
 
     def restart(self, test_id: str, reason: str) -> float:
         self._ready()
-        with self._lock(test_id):
+        with self._gate.reading(), self._lock(test_id):
             if self.log.last(test_id) is None:
                 raise UnknownTestError(test_id)
             at = self.clock()
@@ -607,7 +676,7 @@ class Guard:
         for test_id in self.log.tests():
             if self._closing.is_set():
                 return replayed
-            with self._lock(test_id):
+            with self._gate.reading(), self._lock(test_id):
                 rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
                 state = rebuilt.state
                 manual = self._rollback_in_force(test_id)
