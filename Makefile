@@ -64,6 +64,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_grpc.py
+	$(BIN)/python bench/bench_batch.py
 
 # The standard simulation study (docs/simulation.md): the policy's false cut-backs per test-day and
 # detection delays, as a table. A benchmark like `bench`: it never fails the build on the numbers.

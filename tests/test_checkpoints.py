@@ -4,6 +4,7 @@ from the latest checkpoint of its state, and falls back to the window replay whe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,29 @@ def test_a_restarted_test_does_not_resume_from_its_old_checkpoint(tmp_path: Path
     assert again.rebuild() == 0
     assert "t1" not in again.states
     again.close()
+
+
+def test_idle_tests_leave_memory_and_come_back_exactly(tmp_path: Path) -> None:
+    """A test idle past idle_seconds is checkpointed and dropped from memory; its next call rebuilds
+    it from the checkpoint, and its decisions are those of a run that never forgot it."""
+    rows = {name: scenario(name) for name in ("accuracy_regression", "latency_spike", "healthy")}
+    guard = Guard(POLICY, SqliteLog.in_dir(tmp_path / "data"), idle_seconds=0.05)
+    decided: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
+    for name, stream in rows.items():
+        decided[name] += [guard.evaluate(row) for row in stream[:30]]
+    time.sleep(0.1)
+    decided["healthy"].append(guard.evaluate(rows["healthy"][30]))  # the sweep runs after this call
+    test_ids = {name: stream[0]["test_id"] for name, stream in rows.items()}
+    assert set(guard.states) == {test_ids["healthy"]}  # the two idle ones left
+    assert guard.log.checkpoint(test_ids["accuracy_regression"]) is not None
+    for name, stream in rows.items():
+        decided[name] += [guard.evaluate(row) for row in stream[len(decided[name]) :]]
+    guard.close()
+    for name, stream in rows.items():
+        evaluator = Evaluator(POLICY)
+        want = [json.loads(json.dumps(evaluator.evaluate(parse_snapshot(row)).to_dict())) for row in stream]
+        assert decided[name] == want, name
+
+
+def scenario(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (ROOT / "scenarios" / f"{name}.jsonl").read_text().splitlines()]
