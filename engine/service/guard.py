@@ -302,9 +302,9 @@ class Guard:
             rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
             state = rebuilt.state
             self._unsaved[test_id] = rebuilt.replayed
-            manual = self._rollback_in_force(test_id)
-            if manual is not None and manual.trigger == MANUAL:
-                state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
+        manual = self._rollback_in_force(test_id)  # a manual rollback is not in the log: its record says so
+        if manual is not None and manual.trigger == MANUAL:
+            state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
         if state is None:
             self._held.pop(test_id, None)
             return None
@@ -529,8 +529,10 @@ class Guard:
                 raise UnknownTestError(test_id)
             at = self.clock()
             self._write(lambda: self.log.restart(test_id, reason, at))
-            # a new run: empty windows, and nothing of the last run's rollbacks (as a rebuild after it finds)
-            self._held[test_id] = _Held(TestState.start(self.policy), self.log.version(test_id), time.monotonic())
+            if self.log.version(test_id) is None:  # this process is the only writer: the new run starts empty
+                self._held[test_id] = _Held(TestState.start(self.policy), None, time.monotonic())
+            else:  # another replica may decide the new run's first snapshot before we look: load it then
+                self._held.pop(test_id, None)
             self._unsaved.pop(test_id, None)
             self._unopened.discard(test_id)
             if self.rollbacks is not None:
