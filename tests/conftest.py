@@ -7,6 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw new examples on every run here, so each run explores further; CI
+# (ABGUARD_REQUIRE_SERVICES) draws the same examples every time, so a landing never depends on luck.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("ABGUARD_REQUIRE_SERVICES"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
