@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class Served:
         shutil.copytree(ROOT / "scenarios", tmp / "scenarios")  # the policy's own test cases read these
         command = [
             str(Path(sys.executable).parent / "abguard"), "serve", "--listen", "127.0.0.1:0",
-            "--data-dir", str(tmp / "data"), "--policies", str(self.policies),
+            "--data-dir", str(tmp / "data"), "--policies", str(self.policies), "--http", "127.0.0.1:0",
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command,
@@ -143,6 +144,13 @@ def test_a_broken_policy_is_refused_and_the_last_good_one_keeps_deciding(served:
     )
     assert answer.rejected.digest.startswith("sha256:") and answer.rejected.digest != good.policy.digest
     assert served.evaluate()["policy"]["digest"] == good.policy.digest
+    with urllib.request.urlopen(f"http://{served.started['http']}/v1/policy", timeout=10) as reply:
+        over_http = json.loads(reply.read())
+    assert over_http["policy"]["digest"] == good.policy.digest
+    assert over_http["rejected"] == {
+        "digest": answer.rejected.digest, "why": answer.rejected.why,
+        "rejected_at": answer.rejected.rejected_at, "source": "folder_changed",
+    }  # fmt: skip
     shutil.copy(ROOT / "policies" / "default.yaml", served.policies / "default.yaml")
     served.edit(bump(3, 0.06))  # fixed: the next change is taken
     fixed = served.wait(lambda answer: answer.policy.version == 3, "reload after the fix")

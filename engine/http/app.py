@@ -51,6 +51,7 @@ def create_app(
     routes = [
         Route("/v1/evaluate", api.evaluate, methods=["POST"]),
         Route("/v1/tests", api.tests, methods=["GET"]),
+        Route("/v1/policy", api.policy, methods=["GET"]),
         Route("/v1/tests/{test_id:path}/decisions", api.decisions, methods=["GET"]),
         Route("/v1/tests/{test_id:path}/rollbacks", api.rollbacks, methods=["GET"]),
         Route("/v1/tests/{test_id:path}/rollbacks/{rollback_id}/steps", api.report_step, methods=["POST"]),
@@ -159,6 +160,25 @@ class _Api:
                 continue
             views.append(_view(view))
         return JSON({"tests": views, "policy": self._policy()})
+
+    @_mapped
+    def policy(self, call: _Call) -> Response:
+        """GetPolicy over HTTP: the policy deciding now and the last one a reload refused."""
+        status = self.guard.policy_status()
+        active, rejected = status.active, status.rejected
+        refused = None
+        if rejected is not None:
+            refused = {"digest": rejected.digest, "why": rejected.why, "rejected_at": rejected.at}
+            refused["source"] = rejected.source
+        return JSON(
+            {
+                "policy": self._policy(),
+                "profile": active.profile or "",
+                "environment": active.environment or "",
+                "loaded_at": status.loaded_at,
+                "rejected": refused,
+            }
+        )
 
     @_mapped
     def test(self, call: _Call) -> Response:

@@ -54,6 +54,17 @@ def document() -> dict[str, Any]:
                 "tests": {"type": "array", "items": _ref("Test")}, "policy": _ref("PolicyRef")}}, "the tests"),
                 **_errors(503)},
         }},
+        "/v1/policy": {"get": {
+            "summary": "The policy deciding now, and the last one a reload refused (GetPolicy)",
+            "operationId": "getPolicy",
+            "responses": {"200": _json({"type": "object", "required": ["policy", "loaded_at", "rejected"], "properties": {
+                "policy": _ref("PolicyRef"), "profile": {"type": "string"}, "environment": {"type": "string"},
+                "loaded_at": {"type": "string", "format": "date-time"},
+                "rejected": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                    "digest": {"type": "string"}, "why": {"type": "string"},
+                    "rejected_at": {"type": "string", "format": "date-time"}, "source": {"type": "string"}}}]},
+            }}, "the policy in force"), **_errors(500)},
+        }},
         "/v1/tests/{test_id}": {"get": {
             "summary": "A test's status, target traffic and last decision", "operationId": "getTest",
             "parameters": [_TEST_ID], "responses": {"200": _json(_ref("Test"), "the test"), **_errors(404, 503)},
@@ -125,7 +136,7 @@ def document() -> dict[str, Any]:
         }},
         "/healthz": {"get": {"summary": "Liveness: 200 while the process serves HTTP", "operationId": "healthz",
                              "responses": {"200": _json({"type": "object"}, "alive")}}},
-        "/readyz": {"get": {"summary": "Readiness: 503 while rebuilding or while the log cannot be written",
+        "/readyz": {"get": {"summary": "Readiness: 503 while the log or the shared state cannot be written",
                             "operationId": "readyz",
                             "responses": {"200": _json({"type": "object"}, "ready"), **_errors(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "operationId": "metrics",
