@@ -20,6 +20,7 @@ import pickle
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,26 @@ def state_bytes(policy: Any) -> tuple[int, int]:
     return windows.nbytes, len(pickle.dumps(windows))
 
 
+def live_bytes(policy: Any, copies: int = 1000) -> float:
+    """Python heap per test of a whole test state (windows, statistics, history) after 24 h of 30 s
+    snapshots through the full step: `copies` independent copies held at once, measured by tracemalloc."""
+    rows = [json.loads(line) for line in (ROOT / "scenarios" / "healthy.jsonl").read_text().splitlines()]
+    evaluator = Evaluator(policy)
+    first = parse_snapshot(rows[0])
+    for step in range(24 * 120):
+        row = parse_snapshot(rows[step % len(rows)])
+        evaluator.evaluate(dataclasses.replace(row, timestamp=first.timestamp + 30 * step))
+    blob = pickle.dumps(evaluator.state(first.test_id), protocol=pickle.HIGHEST_PROTOCOL)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    held = [pickle.loads(blob) for _ in range(copies)]
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del held
+    return used / copies
+
+
 def main() -> int:
     policy = load_effective([str(ROOT / "policies")])
     lines = build_input()
@@ -129,6 +150,11 @@ def main() -> int:
     verdict = "meets" if ratio >= GOAL else "misses"
     print(f"ratio engine/floor throughput: {ratio:.2f} ({verdict} the {GOAL}x goal)")
     print(f"state per test after 24 h of 30 s snapshots: {buffers} bytes of window buffers, {pickled} bytes pickled")
+    per_test = live_bytes(policy)
+    print(
+        f"live memory per test after 24 h: {per_test / 1024:.1f} KiB (goal <= 64 KiB); 10,000 such tests:"
+        f" {per_test * 10_000 / 2**20:.0f} MiB (goal < 1024 MiB)"
+    )
     return 0
 
 
