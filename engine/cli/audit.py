@@ -17,10 +17,10 @@ import argparse
 import csv
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -239,16 +239,8 @@ def _unreadable(record: BadRecord) -> None:
 @contextmanager
 def _shared(url: str) -> Iterator[PostgresLog]:
     """The replicas' PostgreSQL decision log; UsageError when it cannot be opened or read."""
-    try:
-        log = PostgresLog(url, _unreadable, pool_size=1)
-    except LogOpenError as error:
-        raise UsageError(str(error)) from None
-    try:
+    with _using(lambda: PostgresLog(url, _unreadable, pool_size=1)) as log:
         yield log
-    except LogError as error:
-        raise UsageError(str(error)) from None
-    finally:
-        log.close()
 
 
 @contextmanager
@@ -259,8 +251,18 @@ def _opened(data_dir: str) -> Iterator[SqliteLog]:
         raise UsageError(f"no such data folder: {data_dir}")
     if not (folder / LOG_FILE).is_file():
         raise UsageError(f"no decision log in {data_dir} ({LOG_FILE})")
+    with _using(lambda: SqliteLog(folder / LOG_FILE, _unreadable)) as log:
+        yield log
+
+
+AnyLog = TypeVar("AnyLog", SqliteLog, PostgresLog)
+
+
+@contextmanager
+def _using(open_log: Callable[[], AnyLog]) -> Iterator[AnyLog]:
+    """A log opened for reading: its failures as UsageError, closed after."""
     try:
-        log = SqliteLog(folder / LOG_FILE, _unreadable)
+        log = open_log()
     except LogOpenError as error:
         raise UsageError(str(error)) from None
     try:

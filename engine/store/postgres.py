@@ -17,8 +17,9 @@ connection's schema (`?options=-csearch_path%3Dname` in the URL chooses another)
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
-from .chain import CHAINED, GENESIS, Link, Row, record_hash
-from .rows import COLUMNS, Undecodable, decode, json_object
+from .chain import CHAINED, GENESIS, record_hash
+from .rows import RecordReads
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS decisions (
@@ -74,10 +75,12 @@ CREATE TABLE IF NOT EXISTS rollback_evidence (seq BIGINT NOT NULL, test_id TEXT 
 CREATE INDEX IF NOT EXISTS rollback_evidence_by_test ON rollback_evidence (test_id, seq);
 CREATE TABLE IF NOT EXISTS probes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL);
 """
+# The pool logs every failed reconnection; the service says what matters (log_unwritable, then
+# log_writable) in its own lines, so without a handler configured for it these stay quiet.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 SCHEMA_LOCK = 7_310_011  # advisory lock id: replicas starting together create the tables one at a time
 _PLACES = ", ".join(["%s"] * (len(CHAINED) + 2))
 _INSERT = f"INSERT INTO decisions ({', '.join(CHAINED)}, prev_hash, hash) VALUES ({_PLACES})"
-CHAIN_PAGE = 500
 PROBE_BYTES = 8192
 # SQLSTATE classes that are the server's or the network's trouble, not ours: a retry may work
 RETRYABLE = (psycopg.OperationalError, psycopg.errors.DiskFull, psycopg.errors.InsufficientResources)
@@ -93,7 +96,7 @@ class _Open:
     bumped: dict[str, int] = field(default_factory=dict)  # tests whose version this transaction raised
 
 
-class PostgresLog:
+class PostgresLog(RecordReads):
     """DecisionLog on PostgreSQL, shared by every replica pointing at the same database and schema."""
 
     def __init__(
@@ -108,6 +111,13 @@ class PostgresLog:
         self._reported: set[int] = set()
         self._local = threading.local()
         self._timeout = timeout
+        try:  # one plain connection first: its error says why (refused, no such database, auth)
+            first = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)))
+            with first as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
+        except psycopg.Error as error:
+            raise LogOpenError(f"cannot open the decision log at {_safe(url)}: {_one_line(error)}") from error
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -119,9 +129,6 @@ class PostgresLog:
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
-            with self._pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                conn.execute(SCHEMA)
         except (psycopg.Error, PoolTimeout) as error:
             self._pool.close()
             raise LogOpenError(f"cannot open the decision log at {_safe(url)}: {_one_line(error)}") from error
@@ -242,32 +249,6 @@ class PostgresLog:
         opened.heads[test_id] = opened.bumped[test_id] = version + 1
 
     # --- reading ----------------------------------------------------------------------------
-    def find(self, test_id: str, event_time: float) -> Record | None:
-        rows = self._records("WHERE test_id = %s AND event_time = %s", (test_id, event_time), limit=1)
-        return rows[0] if rows else None
-
-    def last(self, test_id: str) -> Record | None:
-        rows = self._records("WHERE test_id = %s ORDER BY seq DESC", (test_id,), limit=1)
-        return rows[0] if rows else None
-
-    def page(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
-        bound = before_seq if before_seq is not None else 2**62
-        return self._records("WHERE test_id = %s AND seq < %s ORDER BY seq DESC", (test_id, bound), limit=limit)
-
-    def count(self, test_id: str) -> int:
-        with self._reading() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM decisions WHERE test_id = %s", (test_id,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def since_restart(self, test_id: str, from_time: float) -> list[Record]:
-        floor = self._floor(test_id)
-        return self._records(
-            "WHERE test_id = %s AND seq > %s AND event_time >= %s ORDER BY seq", (test_id, floor, from_time)
-        )
-
-    def after(self, test_id: str, seq: int) -> list[Record]:
-        return self._records("WHERE test_id = %s AND seq > %s ORDER BY seq", (test_id, seq))
-
     def checkpoint(self, test_id: str) -> Checkpoint | None:
         with self._reading() as conn:
             row = conn.execute(
@@ -296,82 +277,14 @@ class PostgresLog:
             ).fetchone()
         return Restart(str(row[0]), float(row[1]), str(row[2]), int(row[3])) if row else None
 
-    def evidence(self, test_id: str) -> list[dict[str, Any]]:
-        with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT seq, evidence FROM rollback_evidence WHERE test_id = %s ORDER BY seq", (test_id,)
-            ).fetchall()
-        out, bad = [], []
-        for seq, text in rows:
-            try:
-                out.append(json_object(text, "evidence"))
-            except Undecodable as error:
-                bad.append(BadRecord(int(seq), test_id, str(error)))
-        self._report(bad)
-        return out
-
     # --- auditing ---------------------------------------------------------------------------
-    def chain_rows(self) -> Iterator[Row]:
-        after = -(2**62)
-        while True:
-            with self._reading() as conn:
-                rows = conn.execute(
-                    f"SELECT {', '.join(CHAINED)}, prev_hash, hash FROM decisions WHERE seq > %s ORDER BY seq LIMIT %s",
-                    (after, CHAIN_PAGE),
-                ).fetchall()
-            for row in rows:
-                yield Row(tuple(row[:-2]), row[-2], row[-1])
-            if len(rows) < CHAIN_PAGE:
-                return
-            after = int(rows[-1][0])
-
-    def chain_links(self) -> list[Link]:
-        with self._reading() as conn:
-            rows = conn.execute("SELECT seq, prev_hash, hash FROM decisions ORDER BY seq").fetchall()
-        return [Link(int(seq), prev, digest) for seq, prev, digest in rows]
-
     def chain_counter(self) -> int:
         """The highest seq the chain head ever gave out: rows above the last were deleted."""
         with self._reading() as conn:
             row = conn.execute("SELECT seq FROM chain_head WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
-    def rollbacks(self, test_id: str | None, since: float | None) -> list[Record]:
-        where = "WHERE action IN ('rollback', 'immediate_rollback')"
-        args: tuple[Any, ...] = ()
-        if test_id is not None:
-            where, args = f"{where} AND test_id = %s", (*args, test_id)
-        if since is not None:
-            where, args = f"{where} AND event_time >= %s", (*args, since)
-        return self._records(f"{where} ORDER BY seq", args)
-
     # --- helpers ----------------------------------------------------------------------------
-    def _floor(self, test_id: str) -> int:
-        restart = self.last_restart(test_id)
-        return restart.after_seq if restart else 0
-
-    def _records(self, where: str, args: tuple[Any, ...], limit: int | None = None) -> list[Record]:
-        query = f"SELECT {COLUMNS} FROM decisions {where}" + (f" LIMIT {int(limit)}" if limit is not None else "")
-        with self._reading() as conn:
-            rows = conn.execute(query, args).fetchall()  # `where` is our own text
-        out: list[Record] = []
-        bad: list[BadRecord] = []
-        for row in rows:
-            try:
-                out.append(decode(tuple(row)))
-            except Undecodable as error:
-                bad.append(BadRecord(int(row[0]), str(row[1]), str(error)))
-        self._report(bad)
-        return out
-
-    def _report(self, bad: list[BadRecord]) -> None:
-        for record in bad:
-            if record.seq in self._reported:
-                continue
-            self._reported.add(record.seq)
-            if self.on_bad_record is not None:
-                self.on_bad_record(record)
-
     @contextlib.contextmanager
     def _writing(self) -> Iterator[_Open]:
         """The open exclusive() transaction, or a transaction of its own."""
@@ -381,6 +294,12 @@ class PostgresLog:
             return
         with self._errors(LogWriteError), self._pool.connection() as conn, conn.transaction():
             yield _Open(conn, {})
+
+    @contextlib.contextmanager
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> Iterator[Iterable[tuple[Any, ...]]]:
+        """One query of the shared reads (written with `?`, psycopg's `%s` here)."""
+        with self._reading() as conn:
+            yield conn.execute(sql.replace("?", "%s"), args)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:

@@ -16,15 +16,15 @@ import contextlib
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
-from .chain import CHAINED, GENESIS, Link, Row, record_hash
-from .rows import COLUMNS, Undecodable, decode, json_object
+from .chain import CHAINED, GENESIS, record_hash
+from .rows import CHAIN_PAGE, RecordReads
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -70,11 +70,10 @@ _CHAINED = ", ".join(CHAINED)
 _INSERT_DECISION = f"INSERT INTO decisions ({_CHAINED}, prev_hash, hash) VALUES ({', '.join('?' * (len(CHAINED) + 2))})"
 
 
-CHAIN_PAGE = 500  # rows read at once while walking or upgrading the chain
 PROBE_BYTES = 8192  # a probe writes more than a logged decision takes (about 3 KB), then removes it
 
 
-class SqliteLog:
+class SqliteLog(RecordReads):
     """DecisionLog on one SQLite file; `path` ':memory:' for a throwaway log."""
 
     def __init__(self, path: str | Path, on_bad_record: Callable[[BadRecord], None] | None = None) -> None:
@@ -198,31 +197,6 @@ class SqliteLog:
             )
 
     # --- reading ----------------------------------------------------------------------------
-    def find(self, test_id: str, event_time: float) -> Record | None:
-        rows = self._records("WHERE test_id = ? AND event_time = ? ORDER BY seq DESC", (test_id, event_time), limit=1)
-        return rows[0] if rows else None
-
-    def last(self, test_id: str) -> Record | None:
-        rows = self._records("WHERE test_id = ? ORDER BY seq DESC", (test_id,), limit=1)
-        return rows[0] if rows else None
-
-    def page(self, test_id: str, limit: int, before_seq: int | None) -> list[Record]:
-        bound = before_seq if before_seq is not None else 2**62
-        return self._records("WHERE test_id = ? AND seq < ? ORDER BY seq DESC", (test_id, bound), limit=limit)
-
-    def count(self, test_id: str) -> int:
-        with self._reading() as db:
-            row = db.execute("SELECT COUNT(*) FROM decisions WHERE test_id = ?", (test_id,)).fetchone()
-        return int(row[0])
-
-    def since_restart(self, test_id: str, from_time: float) -> list[Record]:
-        return self._records(
-            "WHERE test_id = ? AND seq > ? AND event_time >= ? ORDER BY seq", (test_id, self._floor(test_id), from_time)
-        )
-
-    def after(self, test_id: str, seq: int) -> list[Record]:
-        return self._records("WHERE test_id = ? AND seq > ? ORDER BY seq", (test_id, seq))
-
     def checkpoint(self, test_id: str) -> Checkpoint | None:
         with self._reading() as db:
             row = db.execute(
@@ -249,90 +223,23 @@ class SqliteLog:
             ).fetchone()
         return Restart(row[0], row[1], row[2], row[3]) if row else None
 
-    def evidence(self, test_id: str) -> list[dict[str, Any]]:
-        with self._reading() as db:
-            rows = db.execute(
-                "SELECT seq, evidence FROM rollback_evidence WHERE test_id = ? ORDER BY seq", (test_id,)
-            ).fetchall()
-        out, bad = [], []
-        for seq, text in rows:
-            try:
-                out.append(json_object(text, "evidence"))
-            except Undecodable as error:
-                bad.append(BadRecord(int(seq), test_id, str(error)))
-        self._report(bad)
-        return out
-
     # --- auditing ---------------------------------------------------------------------------
-    def chain_rows(self) -> Iterator[Row]:
-        """Every decision row as stored, in seq order, a page at a time (the lock is not held between pages)."""
-        after = -(2**62)
-        while True:
-            with self._reading() as db:
-                rows = db.execute(
-                    f"SELECT {_CHAINED}, prev_hash, hash FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, CHAIN_PAGE),
-                ).fetchall()
-            for row in rows:
-                yield Row(tuple(row[:-2]), row[-2], row[-1])
-            if len(rows) < CHAIN_PAGE:
-                return
-            after = int(rows[-1][0])
-
-    def chain_links(self) -> list[Link]:
-        """Every row's seq, prev_hash and hash, in seq order."""
-        with self._reading() as db:
-            rows = db.execute("SELECT seq, prev_hash, hash FROM decisions ORDER BY seq").fetchall()
-        return [Link(int(seq), prev, digest) for seq, prev, digest in rows]
-
     def chain_counter(self) -> int:
         """The highest seq the log ever gave out (SQLite's AUTOINCREMENT counter): rows above the last were deleted."""
         with self._reading() as db:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
         return int(row[0]) if row else 0
 
-    def rollbacks(self, test_id: str | None, since: float | None) -> list[Record]:
-        """Decisions whose action rolls back, oldest first, of one test or all, with event time >= since."""
-        where = "WHERE action IN ('rollback', 'immediate_rollback')"
-        args: tuple[Any, ...] = ()
-        if test_id is not None:
-            where, args = f"{where} AND test_id = ?", (*args, test_id)
-        if since is not None:
-            where, args = f"{where} AND event_time >= ?", (*args, since)
-        return self._records(f"{where} ORDER BY seq", args)
-
     # --- helpers ----------------------------------------------------------------------------
-    def _floor(self, test_id: str) -> int:
-        restart = self.last_restart(test_id)
-        return restart.after_seq if restart else 0
-
-    def _records(self, where: str, args: tuple[Any, ...], limit: int | None = None) -> list[Record]:
-        """Decoded records in the query's order, `limit` at most; undecodable rows are left out and reported."""
-        out: list[Record] = []
-        bad: list[BadRecord] = []
+    @contextlib.contextmanager
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> Iterator[Iterable[tuple[Any, ...]]]:
+        """A cursor over one query, closed after: that ends the read, so a checkpoint is not held up by it."""
         with self._reading() as db:
-            cursor = db.execute(f"SELECT {COLUMNS} FROM decisions {where}", args)  # `where` is our own text
+            cursor = db.execute(sql, args)
             try:
-                for row in cursor:  # row by row: a bad row costs itself, not the query
-                    try:
-                        out.append(decode(row))
-                    except Undecodable as error:
-                        bad.append(BadRecord(int(row[0]), str(row[1]), str(error)))
-                        continue
-                    if limit is not None and len(out) >= limit:
-                        break
+                yield cursor
             finally:
-                cursor.close()  # ends the read, so a checkpoint is not held up by it
-        self._report(bad)
-        return out
-
-    def _report(self, bad: list[BadRecord]) -> None:
-        for record in bad:
-            if record.seq in self._reported:
-                continue
-            self._reported.add(record.seq)
-            if self.on_bad_record is not None:
-                self.on_bad_record(record)
+                cursor.close()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
