@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from . import audit, demo, policy, replay, rollback, serve, simulate
 from .common import UsageError
 
 USAGE = 2
+# Each verb's module, in help order. Only the verb being run is imported: `serve` does not pay for
+# the simulator's scipy or the audit tools at start-up (a restarted replica answers sooner).
+VERBS = {
+    "policy": "policy",
+    "replay": "replay",
+    "serve": "serve",
+    "evaluate": "serve",
+    "health": "serve",
+    "demo": "demo",
+    "simulate": "simulate",
+    "audit": "audit",
+    "rollback": "rollback",
+    "rollbacks": "rollback",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or only `verb`'s module when it names one (the others stay unimported)."""
     parser = argparse.ArgumentParser(prog="abguard", description="Guard ML model A/B tests with risk policies.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    policy.add_parser(commands)
-    replay.add_parser(commands)
-    serve.add_parsers(commands)
-    demo.add_parser(commands)
-    simulate.add_parser(commands)
-    audit.add_parser(commands)
-    rollback.add_parsers(commands)
+    names = [VERBS[verb]] if verb in VERBS else list(dict.fromkeys(VERBS.values()))
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
+        add = getattr(module, "add_parsers", None) or module.add_parser
+        add(commands)
     _remember_parsers(parser)
     return parser
 
@@ -36,7 +49,8 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = build_parser(argv[0] if argv else None).parse_known_args(argv)
     verb: argparse.ArgumentParser = args.cli_parser
     if unknown:
         verb.error(f"unrecognized arguments: {' '.join(unknown)}")  # the verb's usage line, exit 2

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -21,23 +21,25 @@ from ..api.servicer import create_server
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
 from ..contract import InputError, parse_snapshot
-from ..http import HttpServer, create_app
 from ..integrations.alertmanager import Alert, Severity
 from ..metrics import Metrics
 from ..policy.model import Policy
 from ..policy.policyset import DEFAULT_PROFILE
-from ..pull import PullConfig, PullConfigError, Puller, load_pull_config
 from ..service import Guard, Rollbacks
 from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
-from ..store.postgres import PostgresLog
-from ..store.redis_state import RedisStates
 from ..store.sqlite import SqliteLog
 from .common import env_default, load_policy, positive_int
 from .logging import log_event
 from .render import table_header, table_row, to_json_dict
 from .supervise import supervise
+
+if TYPE_CHECKING:  # each of these is imported where used: a service without it does not load it at start
+    from ..http import HttpServer
+    from ..pull import PullConfig, Puller
+    from ..store.postgres import PostgresLog
+    from ..store.redis_state import RedisStates
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -165,7 +167,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     except (LogOpenError, ValueError) as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         return USAGE
-    shared = RedisStates(args.state) if args.state else None
+    shared = _shared_states(args.state) if args.state else None
     try:
         rollbacks, pull = _integrations(args, policy)
     except (OSError, ValueError) as error:  # PullConfigError is a ValueError
@@ -197,7 +199,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     rebuilder.start()
     if not args.no_outbox:  # (one process of serve --processes runs it: each item goes out once)
         rollbacks.start()  # the outbox runs from the start: work queued before a restart goes out now
-    puller = Puller(guard, pull, log_event) if pull is not None else None
+    puller = _puller(guard, pull) if pull is not None else None
     if puller is not None:
         puller.start()  # its rounds wait while the guard is not serving
     reloader = _reloader(args, guard, rollbacks)
@@ -237,6 +239,8 @@ def _integrations(args: argparse.Namespace, policy: Policy) -> tuple[Rollbacks, 
         Path(args.data_dir), args.flags, args.alertmanager, policy, log_event,
         notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV),
     )  # fmt: skip
+    from ..pull import PullConfigError, load_pull_config  # noqa: PLC0415  # only with --pull
+
     try:
         return rollbacks, load_pull_config(args.pull) if args.pull else None
     except PullConfigError:
@@ -248,7 +252,21 @@ def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics) -> Ht
     """The HTTP/JSON server on --http (bound, not started), or None without it."""
     if not args.http:
         return None
+    from ..http import HttpServer, create_app  # noqa: PLC0415  # starlette and uvicorn only with --http
+
     return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4)), args.http)
+
+
+def _shared_states(url: str) -> RedisStates:
+    from ..store.redis_state import RedisStates  # noqa: PLC0415  # redis only with --state
+
+    return RedisStates(url)
+
+
+def _puller(guard: Guard, pull: PullConfig) -> Puller:
+    from ..pull import Puller  # noqa: PLC0415  # only with --pull
+
+    return Puller(guard, pull, log_event)
 
 
 def _noted_signals() -> list[int]:
@@ -330,6 +348,8 @@ def _open_log(args: argparse.Namespace) -> SqliteLog | PostgresLog:
     if not url:
         return SqliteLog.in_dir(args.data_dir)
     if url.startswith(("postgresql://", "postgres://")):
+        from ..store.postgres import PostgresLog  # noqa: PLC0415  # psycopg only with --log
+
         return PostgresLog(url)
     raise ValueError(f"--log (ABGUARD_LOG) must be a postgresql:// URL, got {url.split('://')[0]!r}://...")
 

@@ -17,6 +17,7 @@ What durable_rules 2.0.28 does, measured, and what this module does about it:
 from __future__ import annotations
 
 import copy
+import decimal
 import json
 import math
 import numbers
@@ -27,7 +28,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import durable_rules_engine as _engine
-import numpy as np
 import orjson
 from durable import engine as _durable
 
@@ -43,7 +43,8 @@ def _number(value: float) -> str:
     text = float.__repr__(float(value))  # numpy floats repr as 'np.float64(...)'
     if "e" in text or "E" in text:
         # keep a decimal point: bare digits past 2**63 are read as a saturated int64
-        return str(np.format_float_positional(value, unique=True, trim="0"))
+        digits = format(decimal.Decimal(text), "f")  # the same shortest digits, written out positionally
+        return digits if "." in digits else digits + ".0"
     return text
 
 

@@ -18,21 +18,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..contract import Decision, InputError, OutOfOrderError, Snapshot, parse_snapshot, parse_time
 from ..contract.times import format_time
 from ..pipeline import STATE_FORMAT, Engine, TestState, step
 from ..policy.model import Policy
 from ..rollback.process import Rollback
-from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record
-from ..store.redis_state import RedisStates, SharedState
+from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record, SharedState
 from ..verdict.status import TestHistory
 from .evidence import rollback_evidence
 from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
 from .reload import PolicyStatus, Reloader
 from .rollbacks import Rollbacks
 from .watchers import Watcher, Watchers
+
+if TYPE_CHECKING:
+    from ..store.redis_state import RedisStates  # redis is imported only by a service run with --state
 
 MANUAL = "manual_rollback"  # the trigger and rolled_back_by of a rollback asked for by hand
 IDLE_SECONDS = 600.0  # a test not evaluated for this long leaves memory (rebuilt on its next call)

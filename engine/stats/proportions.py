@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from scipy import special
-
 Z_95 = 1.959963984540054
 
 
@@ -33,4 +31,4 @@ def p_value_worse(champion_correct: int, champion_n: int, challenger_correct: in
     if variance <= 0:
         return 0.0 if p2 < p1 else 1.0
     z = (p1 - p2) / math.sqrt(variance)
-    return float(special.ndtr(-z))
+    return 0.5 * math.erfc(z / math.sqrt(2))  # the normal survival function at z

@@ -137,3 +137,14 @@ class DecisionLog(Protocol):
     def close(self) -> None:
         """Release the log; LogWriteError if its last flush failed (it is closed all the same)."""
         ...
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """One test's state as a shared cache (Redis) holds it, and what it is good for."""
+
+    version: int
+    policy_digest: str
+    format: int
+    state: bytes
+    last_hash: str  # of the test's last logged decision: the entry is only good for that log

@@ -17,12 +17,11 @@ still has everything.
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from . import LogWriteError
+from . import LogWriteError, SharedState
 
 TTL_SECONDS = 7 * 24 * 3600
 _PUT = """
@@ -36,15 +35,6 @@ return 1
 
 class StateUnavailableError(LogWriteError):
     """Redis did not answer: nothing was decided (retry), or the decision is logged and only the cache is behind."""
-
-
-@dataclass(frozen=True)
-class SharedState:
-    version: int
-    policy_digest: str
-    format: int
-    state: bytes
-    last_hash: str  # of the test's last logged decision: the entry is only good for that log
 
 
 class RedisStates:
