@@ -20,6 +20,7 @@ import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from engine import cli
 from engine.api.convert import to_dict
 from engine.api.servicer import create_server
 from engine.api.v1 import risk_pb2 as pb
@@ -27,11 +28,14 @@ from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.contract import parse_snapshot
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
-from engine.service import Guard
+from engine.rollback.process import GATEWAY_STEPS, Rollback, StepState
+from engine.service import Guard, Rollbacks
 from engine.store import LogWriteError
 from engine.store.chain import verify
 from engine.store.postgres import PostgresLog
+from engine.store.postgres_rollbacks import PostgresRollbackStore
 from engine.store.redis_state import RedisStates
+from engine.store.rollbacks import Work
 from tests.support.shared import TcpProxy, postgres_schema, redis_prefix, through
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,11 +62,138 @@ def replayed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [json.loads(json.dumps(evaluator.evaluate(parse_snapshot(row)).to_dict())) for row in rows]
 
 
-def replica(log_url: str, state_url: str, probe_seconds: float = 0.2, timeout: float = 5.0) -> Guard:
+def replica(
+    log_url: str, state_url: str, probe_seconds: float = 0.2, timeout: float = 5.0, rollbacks: Rollbacks | None = None
+) -> Guard:
     return Guard(
         POLICY, PostgresLog(log_url, timeout=timeout), shared=RedisStates(state_url, timeout=timeout),
-        probe_seconds=probe_seconds,
+        probe_seconds=probe_seconds, rollbacks=rollbacks,
     )  # fmt: skip
+
+
+class Flags:
+    """A flag provider that notes each call, as the outbox of one replica makes them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def flag_for(self, test_id: str) -> str:
+        return f"ff.{test_id}"
+
+    def roll_back(self, flag: str) -> None:
+        self.calls.append(("roll_back", flag))
+
+    def set_rollout(self, flag: str, percent: float) -> None:
+        self.calls.append(("set_rollout", flag))
+
+
+def test_every_replica_sees_the_rollback_records_and_one_of_them_sends_the_outbox(stores: tuple[str, str]) -> None:
+    """A manual rollback asked of one replica: the other replica's next decision of the test is the
+    rollback too, both show the same record and take step reports on it, and the flag is rolled back
+    once, by whichever replica holds the outbox; when that one stops, the other sends what follows."""
+    flags = [Flags(), Flags()]
+    records = [PostgresRollbackStore(stores[0]), PostgresRollbackStore(stores[0])]
+    processes = [Rollbacks(records[n], time.time, flags[n]) for n in range(2)]
+    first, second = (replica(*stores, rollbacks=processes[n]) for n in range(2))
+    rows = scenario("healthy")
+    try:
+        decided = [first.evaluate(row) for row in rows[:10]] + [second.evaluate(row) for row in rows[10:20]]
+        assert decided == replayed(rows[:20])
+        assert {d["action"] for d in decided} == {"continue"}
+        record = first.rollback("healthy", "customer complaints", "alice@example.com")
+        assert second.get_rollback("healthy", "").rollback_id == record.rollback_id
+        assert [r.rollback_id for r in second.list_rollbacks("", 10)] == [record.rollback_id]
+        after = second.evaluate(rows[20])  # second held the test at the version before the rollback
+        assert (after["action"], after["triggered_by"]) == ("rollback", "rolled_back_test")
+        assert second.rollback("healthy", "again", "bob").rollback_id == record.rollback_id  # one record
+        second.report_step("healthy", record.rollback_id, "traffic_cutoff", "done", "gateway drained")
+        shown = first.get_rollback("healthy", record.rollback_id)
+        assert [s.state for s in shown.steps if s.name == "traffic_cutoff"] == [StepState.DONE]
+
+        for process in processes:
+            process.tick()
+            process.tick()
+        assert sorted(len(f.calls) for f in flags) == [0, 1]  # sent once, by one replica
+        leader = 0 if flags[0].calls else 1
+        assert flags[leader].calls == [("roll_back", "ff.healthy")]
+        assert records[leader].leads() and not records[1 - leader].leads()
+
+        records[leader].close()  # the sending replica stops: its session, and the outbox lock, end with it
+        records[1 - leader].enqueue("other", [Work("flag_rollback", {"flag": "ff.other"}, "manual:other")], time.time())
+        processes[1 - leader].tick()
+        assert flags[1 - leader].calls[-1] == ("roll_back", "ff.other")
+    finally:
+        first.close()
+        second.close()
+        for store in records:
+            store.close()
+
+
+def test_audit_export_reads_the_shared_log_and_its_rollback_records(
+    stores: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`abguard audit export --log URL`: the automatic rollback with its chain hash, and the manual one."""
+    guard = replica(*stores, rollbacks=Rollbacks(PostgresRollbackStore(stores[0]), time.time))
+    try:
+        for row in scenario("accuracy_regression"):
+            if guard.evaluate(row)["action"] == "immediate_rollback":
+                break
+        healthy = scenario("healthy")
+        guard.evaluate(healthy[0])
+        guard.rollback("healthy", "customer complaints", "alice@example.com")
+    finally:
+        assert guard.rollbacks is not None
+        guard.rollbacks.store.close()
+        guard.close()
+    assert cli.main(["audit", "export", "--log", stores[0]]) == 0
+    rows = json.loads(capsys.readouterr().out)["records"]
+    by_test = {row["test_id"]: row for row in rows}
+    assert set(by_test) == {"accuracy-regression", "healthy"}
+    automatic, manual = by_test["accuracy-regression"], by_test["healthy"]
+    assert (
+        automatic["hash"] and automatic["triggered_by"] != "manual_rollback" and automatic["requested_by"] == "abguard"
+    )
+    assert (manual["triggered_by"], manual["requested_by"], manual["hash"]) == (
+        "manual_rollback",
+        "alice@example.com",
+        None,
+    )
+
+
+def test_concurrent_changes_of_one_record_from_two_replicas_are_all_kept(stores: tuple[str, str]) -> None:
+    """Two replicas report different gateway steps of one record at once, many times over: each
+    read-modify-write holds the test's lock, so no report overwrites another."""
+    records = [PostgresRollbackStore(stores[0]), PostgresRollbackStore(stores[0])]
+    try:
+        for n in range(6):
+            opened = Rollback.open(f"r{n}", "t", 100.0, "2026-11-24T09:20:30Z", "manual_rollback", "why", "op", "d")
+            assert records[0].open(opened, [], 100.0)
+            assert not records[1].open(opened, [], 100.0)  # the same record twice: kept once
+            barrier = threading.Barrier(len(GATEWAY_STEPS))
+
+            def report(
+                step: str, store: PostgresRollbackStore, rollback_id: str = opened.rollback_id, barrier: Any = barrier
+            ) -> None:
+                def change(record: Rollback) -> tuple[Rollback, list[Work]]:
+                    return record.reported(step, "done", 101.0, ""), []
+
+                barrier.wait()
+                store.update(rollback_id, change, 101.0)
+
+            threads = [
+                threading.Thread(target=report, args=(step, records[i % 2]))
+                for i, step in enumerate(sorted(GATEWAY_STEPS))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            stored = records[1].get(opened.rollback_id)
+            assert stored is not None
+            assert {s.name for s in stored.steps if s.state == StepState.DONE} >= set(GATEWAY_STEPS)
+    finally:
+        for store in records:
+            store.close()
 
 
 def test_two_replicas_fed_interleaved_streams_concurrently_decide_as_one_replay(stores: tuple[str, str]) -> None:

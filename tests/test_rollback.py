@@ -34,8 +34,10 @@ from engine.policy import load_effective
 from engine.rollback.process import GATEWAY_STEPS, Rollback, RollbackError, StepState
 from engine.service import Guard, Rollbacks, UnknownRollbackError
 from engine.service.sinks import Alerts
-from engine.store.rollbacks import RollbackStore, Work
+from engine.store.postgres_rollbacks import PostgresRollbackStore
+from engine.store.rollbacks import RollbackRecords, RollbackStore, Work
 from engine.store.sqlite import SqliteLog
+from tests.support.shared import postgres_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = load_effective([str(ROOT / "policies")])
@@ -94,11 +96,17 @@ class FakeAlerts:
 
 
 class Setup:
-    def __init__(self, data: Path, flags: FakeFlags | None = None, alerts: FakeAlerts | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        flags: FakeFlags | None = None,
+        alerts: FakeAlerts | None = None,
+        store: RollbackRecords | None = None,
+    ) -> None:
         self.clock = Clock()
         self.flags = flags if flags is not None else FakeFlags()
         self.alerts = alerts if alerts is not None else FakeAlerts()
-        self.store = RollbackStore(data / "rollbacks.sqlite3")
+        self.store = store if store is not None else RollbackStore(data / "rollbacks.sqlite3")
         self.rollbacks = Rollbacks(self.store, self.clock, self.flags, self.alerts)
         self.guard = Guard(POLICY, SqliteLog.in_dir(data), clock=self.clock, rollbacks=self.rollbacks)
         self.guard.rebuild()
@@ -117,11 +125,18 @@ class Setup:
         self.store.close()
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    made = Setup(tmp_path / "data")
-    yield made
-    made.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The process over either store of the records: each test below holds for both."""
+    if request.param == "sqlite":
+        made = Setup(tmp_path / "data")
+        yield made
+        made.close()
+        return
+    with postgres_schema() as url:
+        made = Setup(tmp_path / "data", store=PostgresRollbackStore(url))
+        yield made
+        made.close()
 
 
 # --- the record, pure ---------------------------------------------------------------------------

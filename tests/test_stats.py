@@ -342,9 +342,9 @@ def test_quantile_of_nothing_raises() -> None:
 def test_kolmogorov_sf_matches_scipy_everywhere() -> None:
     """The plain-math Kolmogorov survival function equals scipy.special.kolmogorov to 1e-14 (absolute,
     or relative in the far tail) on a dense grid across both series and their cut-over."""
-    from scipy import special  # noqa: PLC0415  # the reference only
+    from scipy import special  # the reference only
 
-    from engine.stats.ks import CUTOVER, kolmogorov_sf  # noqa: PLC0415
+    from engine.stats.ks import CUTOVER, kolmogorov_sf
 
     grid = np.concatenate([np.linspace(0.0, 12.0, 60_001), np.geomspace(1e-6, 0.3, 500), [CUTOVER, -1.0]])
     for x in grid:

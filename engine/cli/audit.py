@@ -29,6 +29,7 @@ from ..rollback.process import Rollback
 from ..store import BadRecord, LogError, LogOpenError, Record
 from ..store.chain import GENESIS, Break, verify
 from ..store.postgres import PostgresLog
+from ..store.postgres_rollbacks import PostgresRollbackStore
 from ..store.rollbacks import RollbackStore
 from ..store.sqlite import SqliteLog
 from .common import UsageError
@@ -72,7 +73,9 @@ def add_parser(commands: Any) -> None:
     check.set_defaults(run=run_verify)
 
     export = verbs.add_parser("export", help="compliance evidence of every rollback, with its chain hashes")
-    export.add_argument("--data-dir", required=True, metavar="DIR", help="the folder holding decisions.sqlite3")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", metavar="DIR", help="the folder holding decisions.sqlite3")
+    source.add_argument("--log", metavar="URL", help="the shared decision log, postgresql://... (as serve --log)")
     export.add_argument("--test", default=None, metavar="TEST_ID", help="only this test's rollbacks")
     export.add_argument("--since", default=None, metavar="RFC3339", help="only rollbacks at or after this time")
     export.add_argument("--format", choices=("json", "csv"), default="json")
@@ -97,10 +100,10 @@ def run_export(args: argparse.Namespace) -> int:
             since = parse_time(args.since, "--since")
         except InputError as error:
             raise UsageError(str(error)) from None
-    with _opened(args.data_dir) as log:
+    with _opened(args.data_dir) if args.data_dir else _shared(args.log) as log:
         records = [e for e in log.rollbacks(args.test, since) if started_rollback(e.decision)]
         head = log.chain_links()[-1:]
-    carried_out = _rollback_records(Path(args.data_dir))
+    carried_out = _rollback_records(Path(args.data_dir)) if args.data_dir else _shared_records(args.log)
     rows = [
         with_process(evidence(record), carried_out.get(str(record.decision.get("decision_id")))) for record in records
     ]
@@ -202,7 +205,19 @@ def _rollback_records(data_dir: Path) -> dict[str, Rollback]:
         print(f"abguard audit: {path}: left out: {error}", file=sys.stderr)
         return {}
     try:
-        return {record.rollback_id: record for record in store.listed(None, limit=-1)}
+        return {record.rollback_id: record for record in store.listed(None, limit=None)}
+    finally:
+        store.close()
+
+
+def _shared_records(url: str) -> dict[str, Rollback]:
+    """The rollback records beside the shared log, by rollback id."""
+    try:
+        store = PostgresRollbackStore(url, pool_size=1)
+    except LogOpenError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return {record.rollback_id: record for record in store.listed(None, limit=None)}
     finally:
         store.close()
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # each of these is imported where used: a service without it 
     from ..pull import PullConfig, Puller
     from ..store.postgres import PostgresLog
     from ..store.redis_state import RedisStates
+    from ..store.rollbacks import RollbackRecords
 
 OK, FINDINGS, USAGE = 0, 1, 2
 GRACE_SECONDS = 10.0
@@ -170,7 +171,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     shared = _shared_states(args.state) if args.state else None
     try:
         rollbacks, pull = _integrations(args, policy)
-    except (OSError, ValueError) as error:  # PullConfigError is a ValueError
+    except (OSError, ValueError, LogOpenError) as error:  # PullConfigError is a ValueError
         print(f"abguard serve: {error}", file=sys.stderr)
         log.close()
         return USAGE
@@ -237,7 +238,7 @@ def _integrations(args: argparse.Namespace, policy: Policy) -> tuple[Rollbacks, 
     """The rollback process's sinks and the pull source, as configured; OSError or ValueError naming what is wrong."""
     rollbacks = build_rollbacks(
         Path(args.data_dir), args.flags, args.alertmanager, policy, log_event,
-        notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV),
+        notify_url=args.notify_webhook, notify_secret=os.environ.get(NOTIFY_SECRET_ENV), store=_shared_records(args),
     )  # fmt: skip
     from ..pull import PullConfigError, load_pull_config  # noqa: PLC0415  # only with --pull
 
@@ -255,6 +256,15 @@ def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics) -> Ht
     from ..http import HttpServer, create_app  # noqa: PLC0415  # starlette and uvicorn only with --http
 
     return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4)), args.http)
+
+
+def _shared_records(args: argparse.Namespace) -> RollbackRecords | None:
+    """With a shared log, the rollback records and the outbox sit beside it, seen by every replica."""
+    if not args.log:
+        return None
+    from ..store.postgres_rollbacks import PostgresRollbackStore  # noqa: PLC0415  # psycopg only with --log
+
+    return PostgresRollbackStore(args.log)
 
 
 def _shared_states(url: str) -> RedisStates:

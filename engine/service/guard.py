@@ -463,12 +463,12 @@ class Guard:
         """Roll a test back by hand: its next decisions are `rollback`, through the same process."""
         self._ready()
         rollbacks = self._rollbacks()
-        with self._gate.reading(), self._lock(test_id):
+        # one transaction of the log for the test: no replica decides it between the record and the version bump
+        with self._gate.reading(), self._lock(test_id), self._section([test_id]) as heads:
             last = self.log.last(test_id)
             if last is None:
                 raise UnknownTestError(test_id)
-            version = self.log.version(test_id)
-            held = self._load(test_id, version)
+            held = self._load(test_id, None if heads is None else heads.get(test_id, 0))
             state = held.state if held is not None else TestState.start(self.policy)
             ongoing = self._rollback_in_force(test_id)
             if state.history.rolled_back_at is not None and ongoing is not None:
@@ -478,6 +478,8 @@ class Guard:
                 f"manual-{test_id}-{int(now * 1000)}", test_id, format_time(now), MANUAL,
                 reason, requested_by, last.decision["decision_id"], parse_snapshot(last.snapshot), now,
             )  # fmt: skip
+            self.log.touch(test_id)  # the other replicas load the test again, and find the record
+            version = None if heads is None else heads[test_id]
             self._held[test_id] = _Held(_rolled_back_by_hand(state, record), version, time.monotonic())
         return record
 

@@ -21,7 +21,7 @@ from ..integrations.alertmanager import ROLLBACK_ALERT
 from ..rollback import recovery
 from ..rollback.process import Recovery, Rollback, RollbackError, StepState
 from ..store import DecisionLog
-from ..store.rollbacks import OutboxItem, RollbackStore, Work
+from ..store.rollbacks import OutboxItem, RollbackRecords, Work
 
 ALERT_RESEND_SECONDS = 60.0  # firing alerts are re-sent at least this often (Alertmanager's resolve_timeout is 5m)
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)  # seconds before each retry; the last repeats
@@ -61,7 +61,7 @@ class NotifySink(Protocol):
 class Rollbacks:
     def __init__(
         self,
-        store: RollbackStore,
+        store: RollbackRecords,
         clock: Callable[[], float],
         flags: FlagSink | None = None,
         alerts: AlertSink | None = None,

@@ -18,7 +18,7 @@ from ..integrations.flags import FlagProvider, FlagsConfig, build_provider, load
 from ..integrations.notify import RollbackWebhook
 from ..policy.model import Policy
 from ..rollback.process import Rollback
-from ..store.rollbacks import RollbackStore
+from ..store.rollbacks import RollbackRecords, RollbackStore
 from .rollbacks import Rollbacks
 
 NOTIFY_SECRET_ENV = "ABGUARD_NOTIFY_WEBHOOK_SECRET"  # the secret is never an argument: it would show in ps
@@ -125,9 +125,10 @@ def build_rollbacks(
     clock: Callable[[], float] | None = None,
     notify_url: str | None = None,
     notify_secret: str | None = None,
+    store: RollbackRecords | None = None,
 ) -> Rollbacks:
-    """The rollback records in the data folder, with the flag provider, Alertmanager and the signed
-    rollback webhook configured (each optional)."""
+    """The rollback records (`store`, or SQLite in the data folder), with the flag provider,
+    Alertmanager and the signed rollback webhook configured (each optional)."""
     notify = None
     if notify_url:
         if not notify_secret:
@@ -138,5 +139,6 @@ def build_rollbacks(
         config = load_flags_config(flags_config)
         flags = Flags(config, build_provider(config))
     alerts = Alerts(AlertmanagerClient(alertmanager_url), policy.environment) if alertmanager_url else None
-    store = RollbackStore(data_dir / "rollbacks.sqlite3")
+    if store is None:
+        store = RollbackStore(data_dir / "rollbacks.sqlite3")
     return Rollbacks(store, clock or time.time, flags, alerts, on_event, notify)

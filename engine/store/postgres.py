@@ -117,7 +117,7 @@ class PostgresLog(RecordReads):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(SCHEMA)
         except psycopg.Error as error:
-            raise LogOpenError(f"cannot open the decision log at {_safe(url)}: {_one_line(error)}") from error
+            raise LogOpenError(f"cannot open the decision log at {safe_url(url)}: {one_line(error)}") from error
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -131,12 +131,12 @@ class PostgresLog(RecordReads):
             self._pool.open(wait=True, timeout=timeout)
         except (psycopg.Error, PoolTimeout) as error:
             self._pool.close()
-            raise LogOpenError(f"cannot open the decision log at {_safe(url)}: {_one_line(error)}") from error
+            raise LogOpenError(f"cannot open the decision log at {safe_url(url)}: {one_line(error)}") from error
 
     @property
     def path(self) -> str:
         """Where the log is, for messages (the URL without its password)."""
-        return _safe(self.url)
+        return safe_url(self.url)
 
     # --- the exclusive transaction ------------------------------------------------------------
     @contextlib.contextmanager
@@ -221,6 +221,10 @@ class PostgresLog(RecordReads):
             )
             self._bump(opened, test_id)
         return Restart(test_id, at, reason, after)
+
+    def touch(self, test_id: str) -> None:
+        with self._writing() as opened:
+            self._bump(opened, test_id)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self._writing() as opened:
@@ -317,17 +321,17 @@ class PostgresLog(RecordReads):
         except LogError:
             raise
         except PoolTimeout as error:
-            raise kind(f"the decision log at {self.path} cannot be reached: {_one_line(error)}") from error
+            raise kind(f"the decision log at {self.path} cannot be reached: {one_line(error)}") from error
         except RETRYABLE as error:
             verb = "written" if kind is LogWriteError else "read"
-            raise kind(f"the decision log at {self.path} cannot be {verb}: {_one_line(error)}") from error
+            raise kind(f"the decision log at {self.path} cannot be {verb}: {one_line(error)}") from error
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without a password, for messages and logs."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)

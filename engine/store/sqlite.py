@@ -206,6 +206,9 @@ class SqliteLog(RecordReads):
             return None
         return Checkpoint(str(row[0]), int(row[1]), str(row[2]), int(row[3]), bytes(row[4]))
 
+    def touch(self, test_id: str) -> None:
+        """Nothing: this process is the file's only writer."""
+
     def version(self, test_id: str) -> int | None:
         """None: this process is the file's only writer, so the state it holds is always current."""
         return None
