@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .contract import Decision, OutOfOrderError, Snapshot, format_time
 from .facts import TestWindows
 from .policy.model import Policy
+from .rules.answers import Answers
 from .rules.durable_adapter import CompiledRuleset
 from .rules.registry import register
 from .verdict import (
@@ -67,10 +68,14 @@ class Engine:
     policy: Policy
     ruleset: CompiledRuleset
     asked: frozenset[str]  # the facts some indicator compares: all the ruleset can see
+    answers: Answers  # the ruleset's answers by the outcome of every comparison (rules/answers.py)
 
     @classmethod
-    def of(cls, policy: Policy) -> Engine:
-        return cls(policy, register(policy), asked_facts(policy))
+    def of(cls, policy: Policy, ruleset: CompiledRuleset | None = None) -> Engine:
+        ruleset = ruleset or register(policy)
+        asked = asked_facts(policy)
+        leaves = [leaf for indicator in policy.indicators for leaf in indicator.leaves]
+        return cls(policy, ruleset, asked, Answers(ruleset, leaves, asked))
 
 
 def asked_facts(policy: Policy) -> frozenset[str]:
@@ -99,7 +104,7 @@ def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision
     windows = state.windows.add(snapshot)
     derived = windows.read(snapshot, policy)
     facts = derived.facts
-    fired = set(engine.ruleset.fire({name: facts[name] for name in engine.asked if name in facts}))
+    fired = set(engine.answers.fire(facts))
     indicator_since = _advance(state.indicator_since, fired, t, continuous)
     held = {key: t - start for key, start in indicator_since.items()}
 
@@ -133,7 +138,7 @@ class Evaluator:
     """Decisions for any number of tests under one effective policy, held in memory."""
 
     def __init__(self, policy: Policy, ruleset: CompiledRuleset | None = None) -> None:
-        self.engine = Engine(policy, ruleset or register(policy), asked_facts(policy))
+        self.engine = Engine.of(policy, ruleset)
         self.tests: dict[str, TestState] = {}
 
     @property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
+import json
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,12 +13,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from engine.contract import parse_snapshot
+from engine.pipeline import Evaluator, asked_facts
 from engine.policy import compiler
 from engine.policy.catalog import FACTS
 from engine.policy.compiler import compile_policy
 from engine.policy.expr import Expr, ExprError, comparisons, dnf_branches, evaluate, facts_of, parse, to_source
 from engine.policy.model import Condition, Indicator, Policy
 from engine.policy.policyset import load_effective
+from engine.rules.answers import Answers
 from engine.rules.durable_adapter import CompiledRuleset, RulesetError
 from engine.rules.registry import register
 
@@ -436,3 +441,50 @@ def test_default_policy_random_facts(data: st.DataObject) -> None:
     facts = data.draw(_policy_facts(), label="facts")
     evaluated = {indicator.id for indicator in policy.indicators if evaluate(indicator.expr, facts)}
     assert set(ruleset.fire(facts)) == evaluated
+
+
+# --- the answer cache (engine/rules/answers.py) -----------------------------------------------
+@functools.cache
+def _cached_default() -> Answers:
+    """One cache across every example below, so most of them are answered from memory."""
+    policy, ruleset = _default_policy()
+    leaves = [leaf for indicator in policy.indicators for leaf in indicator.leaves]
+    return Answers(ruleset, leaves, asked_facts(policy))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(data=st.data())
+def test_the_answer_cache_never_changes_what_fires(data: st.DataObject) -> None:
+    """Random facts near the default policy's bounds: the cache's answer (a remembered one when the
+    outcome vector was seen) equals durable_rules' own answer for these very facts."""
+    answers = _cached_default()
+    _, ruleset = _default_policy()
+    facts = data.draw(_policy_facts(), label="facts")
+    assert set(answers.fire(facts)) == set(ruleset.fire(facts))
+
+
+def test_the_answer_cache_answers_the_scenarios_from_few_vectors_and_decides_the_same() -> None:
+    """Every bundled scenario replayed with and without the cache: the same decisions, and durable_rules
+    asked once per distinct outcome vector only."""
+    policy, ruleset = _default_policy()
+    rows = [
+        json.loads(line) for path in sorted((POLICIES.parent / "scenarios").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]  # fmt: skip
+    cached = Evaluator(policy, ruleset)
+    plain = Evaluator(policy, ruleset)
+    plain.engine = dataclasses.replace(plain.engine, answers=_Uncached(ruleset, plain.engine.asked))  # type: ignore[arg-type]
+    for row in rows:
+        snapshot = parse_snapshot(row)
+        assert cached.evaluate(snapshot) == plain.evaluate(snapshot)
+    assert 0 < cached.engine.answers.asked_durable == len(cached.engine.answers) < len(rows) // 10
+
+
+class _Uncached:
+    """durable_rules asked every time, as before the cache."""
+
+    def __init__(self, ruleset: CompiledRuleset, asked: frozenset[str]) -> None:
+        self.ruleset, self.asked = ruleset, asked
+
+    def fire(self, facts: dict[str, float]) -> list[str]:
+        return self.ruleset.fire({name: facts[name] for name in self.asked if name in facts})
