@@ -31,7 +31,7 @@ from .verdict import (
 )
 
 REMEMBERED_DECISIONS = 8  # recent decisions kept per test to answer resent snapshots
-STATE_FORMAT = 2  # version of TestState's layout in checkpoints: bump when it or what it holds changes shape
+STATE_FORMAT = 3  # version of TestState's layout in checkpoints: bump when it or what it holds changes shape
 GAP_FACTOR = 2.0  # a silence longer than this many intervals breaks every `for` streak
 
 
@@ -47,7 +47,7 @@ class TestState:
     indicator_since: Mapping[str, float] = field(default_factory=dict)
     rule_since: Mapping[str, float] = field(default_factory=dict)
     history: TestHistory = TestHistory()  # noqa: RUF009  # frozen: sharing the default is safe
-    recent: tuple[tuple[float, Decision], ...] = ()  # the last REMEMBERED_DECISIONS, oldest first
+    recent: tuple[tuple[float, Decision], ...] = ()  # the last Engine.remembered, oldest first
     cuts: Mapping[str, float] = field(default_factory=dict)  # traffic cuts in force, by source
 
     @classmethod
@@ -69,13 +69,17 @@ class Engine:
     ruleset: CompiledRuleset
     asked: frozenset[str]  # the facts some indicator compares: all the ruleset can see
     answers: Answers  # the ruleset's answers by the outcome of every comparison (rules/answers.py)
+    # decisions each test keeps to answer a resent snapshot; the service keeps none (its log answers)
+    remembered: int = REMEMBERED_DECISIONS
 
     @classmethod
-    def of(cls, policy: Policy, ruleset: CompiledRuleset | None = None) -> Engine:
+    def of(
+        cls, policy: Policy, ruleset: CompiledRuleset | None = None, remembered: int = REMEMBERED_DECISIONS
+    ) -> Engine:
         ruleset = ruleset or register(policy)
         asked = asked_facts(policy)
         leaves = [leaf for indicator in policy.indicators for leaf in indicator.leaves]
-        return cls(policy, ruleset, asked, Answers(ruleset, leaves, asked))
+        return cls(policy, ruleset, asked, Answers(ruleset, leaves, asked), remembered)
 
 
 def asked_facts(policy: Policy) -> frozenset[str]:
@@ -123,7 +127,7 @@ def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision
     history = state.history.after(
         decision.action, decision.enforced, decision.test_status, decision.timestamp, decision.triggered_by
     )
-    recent = (*state.recent, (t, decision))[-REMEMBERED_DECISIONS:]
+    recent = (*state.recent, (t, decision))[-engine.remembered :] if engine.remembered else ()
     return decision, TestState(
         windows, t, snapshot.interval_seconds, indicator_since, rule_since, history, recent, cuts
     )

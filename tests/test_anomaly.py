@@ -221,10 +221,16 @@ def test_constant_recent_rps_is_not_a_correlation_break(rps: float) -> None:
     assert result["confidence"] == 0.0
 
 
+# Sums are of values quantized to 1e-12 (stats.quantize): a value of 1e-7 keeps only five digits
+# there, and a spread made of such values differs from numpy's float one past the 1e-6 compared
+# below (seen: level_shift 0.111800 vs 0.111803). Values from 1e-3 up keep nine or more.
+GRID_EXACT = st.floats(-1e3, 1e4).filter(lambda x: x == 0.0 or abs(x) >= 1e-3)
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     rows=st.lists(
-        st.lists(st.one_of(st.floats(-1e3, 1e4), st.just(math.nan)), min_size=6, max_size=6),
+        st.lists(st.one_of(GRID_EXACT, st.just(math.nan)), min_size=6, max_size=6),
         min_size=2,
         max_size=80,
     ),

@@ -121,3 +121,25 @@ def test_rolling_sums_empty_after_gap_is_exactly_zero() -> None:
     later = t + 500 * 3.1 + 10_000
     assert rolling.sums(later) == (0, 0)
     assert rolling.add(later, (3, 7)).sums(later) == (3, 7)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param((3, 2**32 - 1, 0), id="unsigned-32-bit"),
+        pytest.param((2**32, 2**62, 7), id="signed-64-bit"),
+        pytest.param((2**63, 10**21, 1), id="past-64-bit"),
+        pytest.param((-(2**63) - 1, 5, 0), id="below-64-bit"),
+    ],
+)
+def test_packed_buckets_stay_exact_past_every_array_type(values: tuple[int, int, int]) -> None:
+    """Buckets are packed in the narrowest array that holds them and fall back to Python ints past
+    64 bits: sums, eviction and a pickle round trip stay exact either way."""
+    rolling = _empty(60.0, 3)
+    for t in (0.0, 1.0, 25.0, 50.0):
+        rolling = rolling.add(t, values)
+    assert list(rolling.sums(50.0)) == [4 * v for v in values]
+    assert list(rolling.sums(75.0)) == [2 * v for v in values]  # the first bucket (two rows) has left
+    again = pickle.loads(pickle.dumps(rolling))
+    assert again == rolling and list(again.sums(50.0)) == [4 * v for v in values]
+    assert list(again.add(80.0, (1, 1, 1)).sums(80.0)) == [v + 1 for v in values]  # only 50 s is left

@@ -15,7 +15,9 @@ rows came and went: a rebuilt history reads exactly as the live one did.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
@@ -24,6 +26,7 @@ from ..contract import Snapshot
 from ..policy.model import Condition
 from .cache import overall_hit_rate
 from .latency import arm_summary
+from .packed import EMPTY, Packed, concat, floats, pack
 from .reading import Reading
 
 PREFIX = "anomaly"
@@ -54,22 +57,21 @@ METRICS = AnomalyRow._fields
 class Column:
     """One metric's finite values in the history: sorted (for the IQR) and exact sums (mean, std).
 
-    `ordered` is a list for speed (a copy and an insort cost a third of rebuilding a tuple),
-    but it is never changed once a Column holds it: every change copies it first.
-    """
+    `ordered` is a packed array of doubles, never changed once a Column holds it: every change
+    copies it first (a copy and an insort of 240 doubles cost less than rebuilding a tuple)."""
 
-    ordered: list[float] = field(default_factory=list)
+    ordered: array[float] = field(default_factory=lambda: floats(()))
     total: int = 0
     squares: int = 0
 
     def with_value(self, value: float) -> Column:
-        ordered = self.ordered.copy()
+        ordered = self.ordered[:]
         insort(ordered, value)
         q = stats.quantize(value)
         return Column(ordered, self.total + q, self.squares + q * q)
 
     def without_value(self, value: float) -> Column:
-        ordered = self.ordered.copy()
+        ordered = self.ordered[:]
         del ordered[bisect_left(ordered, value)]
         q = stats.quantize(value)
         return Column(ordered, self.total - q, self.squares - q * q)
@@ -99,20 +101,26 @@ class PairSums(NamedTuple):
         return stats.pearson(self.n, self.sx, self.sy, self.sxx, self.syy, self.sxy, FLAT)
 
 
-Pair = tuple[int, int, int]  # (row sequence number, quantized rps, quantized latency)
+WIDTH = len(METRICS)
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyHistory:
     """At most `capacity` rows and none older than `max_age` seconds, oldest first; the newest is
     judged against the rest. `max_age` is the policy's longest window, so a history rebuilt from
-    that much of the log is the one the live service had."""
+    that much of the log is the one the live service had.
+
+    Rows are packed: `times` holds each kept row's event time and `values` the rows end to end
+    (WIDTH doubles each); the rows' sequence numbers run consecutively up to `sequence` - 1.
+    `pairs` holds (sequence number, quantized rps, quantized latency) of the kept rows whose
+    two are finite, end to end; the last RECENT are "recent"."""
 
     capacity: int
     max_age: float = math.inf
-    rows: tuple[tuple[int, float, AnomalyRow], ...] = ()  # (sequence number, event time, row)
-    columns: tuple[Column, ...] = tuple(Column() for _ in METRICS)  # over rows[:-1]
-    pairs: tuple[Pair, ...] = ()  # finite pairs of the kept rows; the last RECENT are "recent"
+    times: array[float] = field(default_factory=lambda: floats(()))
+    values: array[float] = field(default_factory=lambda: floats(()))
+    columns: tuple[Column, ...] = tuple(Column() for _ in METRICS)  # over every row but the newest
+    pairs: Packed = EMPTY
     usual: PairSums = PairSums()  # noqa: RUF009  # an immutable NamedTuple: sharing the default is safe
     recent: PairSums = PairSums()  # noqa: RUF009
     sequence: int = 0
@@ -125,33 +133,34 @@ class AnomalyHistory:
         return self.with_row(anomaly_row(s), s.timestamp)
 
     def with_row(self, row: AnomalyRow, t: float = 0.0) -> Self:
-        rows, columns = self.rows, self.columns
+        times, values, columns = self.times, self.values, self.columns
         pairs, usual, recent = self.pairs, self.usual, self.recent
-        if rows:
-            columns = _enter(columns, rows[-1][2])
-        rows = (*rows, (self.sequence, t, row))
-        leaving = 0
-        while len(rows) - leaving > self.capacity or (len(rows) - leaving > 1 and rows[leaving][1] <= t - self.max_age):
-            columns = _leave(columns, rows[leaving][2])
+        if times:
+            columns = _enter(columns, values[-WIDTH:])  # the newest row so far joins the history
+        times, values = times + floats((t,)), values + floats(row)
+        count, leaving = len(times), 0
+        while count - leaving > self.capacity or (count - leaving > 1 and times[leaving] <= t - self.max_age):
+            columns = _leave(columns, values[leaving * WIDTH : (leaving + 1) * WIDTH])
             leaving += 1
         if leaving:
-            oldest = rows[leaving - 1][0]
-            rows = rows[leaving:]
-            while pairs and len(pairs) > RECENT and pairs[0][0] <= oldest:
-                usual = usual.change(pairs[0][1], pairs[0][2], -1)
-                pairs = pairs[1:]
+            oldest = self.sequence - count + leaving  # the sequence number of the last row to leave
+            times, values = times[leaving:], values[leaving * WIDTH :]
+            while len(pairs) > 3 * RECENT and pairs[0] <= oldest:
+                usual = usual.change(pairs[1], pairs[2], -1)
+                pairs = pairs[3:]
         if math.isfinite(row.rps) and math.isfinite(row.latency_ms):
             x, y = stats.quantize(row.rps), stats.quantize(row.latency_ms)
-            pairs = (*pairs, (self.sequence, x, y))
+            pairs = concat(pairs, pack((self.sequence, x, y)))
             recent = recent.change(x, y, 1)
-            if len(pairs) > RECENT:
-                _, mx, my = pairs[-RECENT - 1]
+            if len(pairs) > 3 * RECENT:
+                at = len(pairs) - 3 * (RECENT + 1)
+                mx, my = pairs[at + 1], pairs[at + 2]
                 recent = recent.change(mx, my, -1)
                 usual = usual.change(mx, my, 1)
-        return type(self)(self.capacity, self.max_age, rows, columns, pairs, usual, recent, self.sequence + 1)
+        return type(self)(self.capacity, self.max_age, times, values, columns, pairs, usual, recent, self.sequence + 1)
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
-        history = len(self.rows) - 1
+        history = len(self.times) - 1
         if history < 1:
             return Reading(0.0)
         levels = (condition.sensitivity_levels or {}).get(condition.sensitivity or "medium", {})
@@ -159,10 +168,11 @@ class AnomalyHistory:
 
     def detect(self, cutoffs: dict[str, float]) -> dict[str, float]:
         cut = {**DEFAULT_CUTOFFS, **cutoffs}
-        latest = self.rows[-1][2]
+        values = self.values
+        latest = values[-WIDTH:]
+        first_recent = max(0, len(self.times) - RECENT)
         zscore_max = level_shift = 0.0
         outliers = 0
-        recent_rows = [row for _, _, row in self.rows[-RECENT:]]
         for index, column in enumerate(self.columns):
             value = latest[index]
             count = len(column.ordered)
@@ -171,7 +181,9 @@ class AnomalyHistory:
             mean, std = stats.mean_std(count, column.total, column.squares)
             if std > FLAT * max(1.0, abs(mean)):
                 zscore_max = max(zscore_max, abs(value - mean) / std)
-                level_shift = max(level_shift, abs(_ewma(recent_rows, index, mean) - mean) / std)
+                level_shift = max(
+                    level_shift, abs(_ewma(values[first_recent * WIDTH + index :: WIDTH], mean) - mean) / std
+                )
             q1, q3 = stats.quantile(column.ordered, 0.25), stats.quantile(column.ordered, 0.75)
             spread = q3 - q1
             k = cut["iqr_factor"]
@@ -190,8 +202,8 @@ class AnomalyHistory:
     @property
     def nbytes(self) -> int:
         """Bytes of the stored numbers (8 per float), as the window buffers count theirs."""
-        stored = sum(len(column.ordered) for column in self.columns) + len(self.rows) * len(METRICS)
-        return 8 * (stored + 3 * len(self.pairs))
+        stored = sum(len(column.ordered) for column in self.columns) + len(self.values) + len(self.times)
+        return 8 * (stored + len(self.pairs))
 
 
 def anomaly_row(s: Snapshot) -> AnomalyRow:
@@ -231,19 +243,19 @@ def _strength(ratio: float) -> float:
     return 0.6 * min(1.0, max(0.0, ratio - 0.5))
 
 
-def _enter(columns: tuple[Column, ...], row: AnomalyRow) -> tuple[Column, ...]:
+def _enter(columns: tuple[Column, ...], row: Sequence[float]) -> tuple[Column, ...]:
     return tuple(c.with_value(v) if math.isfinite(v) else c for c, v in zip(columns, row, strict=True))
 
 
-def _leave(columns: tuple[Column, ...], row: AnomalyRow) -> tuple[Column, ...]:
+def _leave(columns: tuple[Column, ...], row: Sequence[float]) -> tuple[Column, ...]:
     return tuple(c.without_value(v) if math.isfinite(v) else c for c, v in zip(columns, row, strict=True))
 
 
-def _ewma(rows: list[AnomalyRow], column: int, fallback: float) -> float:
-    first = rows[0][column]
+def _ewma(column: Sequence[float], fallback: float) -> float:
+    """The EWMA level of one metric over the recent rows, oldest first (a non-finite first starts at `fallback`)."""
+    first = column[0]
     level = first if math.isfinite(first) else fallback
-    for row in rows[1:]:
-        value = row[column]
+    for value in column[1:]:
         if math.isfinite(value):
             level = EWMA_ALPHA * value + (1 - EWMA_ALPHA) * level
     return level

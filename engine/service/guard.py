@@ -148,7 +148,7 @@ class Guard:
         (without it they are decisions and evidence only); `shared`: the replicas' state cache."""
         self.policy = policy
         self.rollbacks = rollbacks
-        self.engine = Engine.of(policy)
+        self.engine = Engine.of(policy, remembered=0)  # a resend is answered from the log
         self._gate = _PolicyGate()
         self.reloader: Reloader | None = None  # set by serve when it reloads policies
         self._started_at = format_time(time.time())
@@ -232,7 +232,7 @@ class Guard:
 
         Calls in flight finish under the old one. Every test's state is dropped: the next call of
         each rebuilds it from the log under the new policy, as a restart onto a new policy does."""
-        engine = Engine.of(policy)
+        engine = Engine.of(policy, remembered=0)  # a resend is answered from the log
         with self._gate.swapping():
             self.policy, self.engine = policy, engine
             self._held.clear()
