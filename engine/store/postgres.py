@@ -94,6 +94,8 @@ class _Open:
     heads: dict[str, int]
     chain: tuple[int, str] | None = None  # (seq, hash) of the chain head once an append locked it
     bumped: dict[str, int] = field(default_factory=dict)  # tests whose version this transaction raised
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # appended, not yet sent: one round trip for all
+    evidence: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 class PostgresLog(RecordReads):
@@ -159,8 +161,22 @@ class PostgresLog(RecordReads):
             finally:
                 self._local.open = None
 
+    def _flush(self, opened: _Open) -> None:
+        """Send the appended rows (a batch's, in one pipelined executemany) before anything reads."""
+        if opened.rows:
+            with opened.conn.cursor() as cursor:
+                cursor.executemany(_INSERT, opened.rows)
+            opened.rows.clear()
+        if opened.evidence:
+            with opened.conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (%s, %s, %s)", opened.evidence
+                )
+            opened.evidence.clear()
+
     def _finish(self, opened: _Open) -> None:
-        """Inside the transaction, last: the chain head and the versions of what it wrote."""
+        """Inside the transaction, last: the rows, the chain head and the versions of what it wrote."""
+        self._flush(opened)
         if opened.chain is not None:
             opened.conn.execute("UPDATE chain_head SET seq = %s, hash = %s WHERE id = 1", opened.chain)
         if opened.bumped:
@@ -201,12 +217,9 @@ class PostgresLog(RecordReads):
             last_seq, prev_hash = opened.chain
             seq = last_seq + 1
             digest = record_hash((seq, *row), prev_hash)
-            conn.execute(_INSERT, (seq, *row, prev_hash, digest))
+            opened.rows.append((seq, *row, prev_hash, digest))
             if evidence is not None:
-                conn.execute(
-                    "INSERT INTO rollback_evidence (seq, test_id, evidence) VALUES (%s, %s, %s)",
-                    (seq, decision["test_id"], orjson.dumps(evidence).decode()),
-                )
+                opened.evidence.append((seq, decision["test_id"], orjson.dumps(evidence).decode()))
             opened.chain = (seq, digest)
             self._bump(opened, decision["test_id"])
         return Record(seq, decision["test_id"], event_time, received_at, snapshot, decision, prev_hash, digest)
@@ -297,7 +310,9 @@ class PostgresLog(RecordReads):
             yield opened
             return
         with self._errors(LogWriteError), self._pool.connection() as conn, conn.transaction():
-            yield _Open(conn, {})
+            opened = _Open(conn, {})
+            yield opened
+            self._finish(opened)
 
     @contextlib.contextmanager
     def _rows(self, sql: str, args: tuple[Any, ...]) -> Iterator[Iterable[tuple[Any, ...]]]:
@@ -309,6 +324,8 @@ class PostgresLog(RecordReads):
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:
         opened: _Open | None = getattr(self._local, "open", None)
         if opened is not None:
+            with self._errors(LogWriteError):
+                self._flush(opened)  # a read inside the transaction sees what it appended
             yield opened.conn
             return
         with self._errors(LogError), self._pool.connection() as conn:
