@@ -160,6 +160,21 @@ def test_audit_export_reads_the_shared_log_and_its_rollback_records(
     )
 
 
+def test_a_restart_on_one_replica_starts_the_new_run_on_every_replica(stores: tuple[str, str]) -> None:
+    """RestartTest through one replica: the other, holding the old run in memory, decides the next
+    snapshot as the first of a new run (the restart bumped the test's version, so it reloads)."""
+    first, second = replica(*stores), replica(*stores)
+    rows = scenario("accuracy_regression")
+    try:
+        decided = [second.evaluate(row) for row in rows[:45]]
+        assert decided[-1]["action"] != "continue"  # the old run had found the regression
+        first.restart("accuracy-regression", "fixed")
+        assert second.evaluate(rows[45]) == replayed(rows[45:46])[0]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_concurrent_changes_of_one_record_from_two_replicas_are_all_kept(stores: tuple[str, str]) -> None:
     """Two replicas report different gateway steps of one record at once, many times over: each
     read-modify-write holds the test's lock, so no report overwrites another."""
