@@ -26,7 +26,7 @@ from ..contract import Snapshot
 from ..policy.model import Condition
 from .cache import overall_hit_rate
 from .latency import arm_summary
-from .packed import EMPTY, Packed, concat, floats, pack
+from .packed import EMPTY, Packed, concat, floats
 from .reading import Reading
 
 PREFIX = "anomaly"
@@ -150,7 +150,7 @@ class AnomalyHistory:
                 pairs = pairs[3:]
         if math.isfinite(row.rps) and math.isfinite(row.latency_ms):
             x, y = stats.quantize(row.rps), stats.quantize(row.latency_ms)
-            pairs = concat(pairs, pack((self.sequence, x, y)))
+            pairs = concat(pairs, (self.sequence, x, y))
             recent = recent.change(x, y, 1)
             if len(pairs) > 3 * RECENT:
                 at = len(pairs) - 3 * (RECENT + 1)

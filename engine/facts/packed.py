@@ -16,31 +16,35 @@ from typing import TypeAlias
 Packed: TypeAlias = "array[int] | tuple[int, ...]"  # whole numbers, oldest first
 _U32 = next(code for code in "ILH" if array(code).itemsize == 4)
 _I64 = next(code for code in "qlL" if array(code).itemsize == 8 and code != "L")
-_U32_MAX, _I64_MIN, _I64_MAX = 2**32 - 1, -(2**63), 2**63 - 1
+_CODES = (_U32, _I64)  # narrowest first; past them, a tuple of Python ints
 EMPTY: Packed = ()  # no numbers: an immutable default
 
 
 def pack(values: Iterable[int]) -> Packed:
     """The values in the narrowest exact form: unsigned 32-bit, signed 64-bit, or a tuple of ints."""
-    numbers = values if isinstance(values, list | tuple | array) else list(values)
+    numbers = values if isinstance(values, list | tuple) else list(values)
     if not numbers:
         return EMPTY
-    low, high = min(numbers), max(numbers)
-    if low >= 0 and high <= _U32_MAX:
-        return array(_U32, numbers)
-    if low >= _I64_MIN and high <= _I64_MAX:
-        return array(_I64, numbers)
+    for code in _CODES:
+        try:
+            return array(code, numbers)
+        except OverflowError:  # a value below zero or past the type: try the next one
+            continue
     return tuple(numbers)
 
 
-def concat(first: Packed, second: Packed) -> Packed:
-    """first followed by second, in the narrowest form that holds both."""
-    if isinstance(first, array) and isinstance(second, array) and first.typecode == second.typecode:
-        return first + second
+def concat(first: Packed, second: Iterable[int]) -> Packed:
+    """first followed by second, in the narrowest form that holds both (first's, when second fits it)."""
+    if type(first) is array:
+        if type(second) is array and second.typecode == first.typecode:
+            return first + second
+        numbers = second if isinstance(second, list | tuple) else list(second)
+        try:
+            return first + array(first.typecode, numbers)
+        except OverflowError:
+            return pack([*first, *numbers])
     if not first:
-        return second
-    if not second:
-        return first
+        return second if type(second) is array else pack(second)
     return pack([*first, *second])
 
 

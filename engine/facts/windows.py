@@ -24,80 +24,74 @@ Row = TypeVar("Row", bound=tuple[Any, ...])  # a NamedTuple of whole numbers, or
 class RollingSums(Generic[Row]):
     """Sums of rows of one shape over the last `window` seconds, in `buckets` time buckets.
 
-    The live buckets are packed (engine/facts/packed.py): `indexes` holds each live bucket's
-    index, oldest first, and `rows` their summed rows end to end, `width` numbers each."""
+    The live buckets are packed end to end (engine/facts/packed.py), oldest first: each is its
+    bucket index followed by its summed row, so one bucket is `len(total) + 1` numbers."""
 
     make: Callable[[Iterable[int]], Row]  # builds the row type from its numbers: RowType._make, or tuple
     window: float
     buckets: int
-    indexes: Packed
-    rows: Packed
+    packed: Packed
     total: tuple[int, ...]
 
     @classmethod
     def empty(
         cls, make: Callable[[Iterable[int]], Row], width: int, window: float, buckets: int = 20
     ) -> RollingSums[Row]:
-        return cls(make, window, buckets, EMPTY, EMPTY, (0,) * width)
+        return cls(make, window, buckets, EMPTY, (0,) * width)
 
     @property
     def bucket(self) -> float:
         return self.window / self.buckets
 
     @property
-    def width(self) -> int:
-        return len(self.total)
-
-    @property
     def live(self) -> tuple[Bucket, ...]:
         """The live buckets as (index, summed row), oldest first."""
-        w = self.width
-        return tuple((index, tuple(self.rows[i * w : (i + 1) * w])) for i, index in enumerate(self.indexes))
+        stride = len(self.total) + 1
+        cells = self.packed
+        return tuple((cells[i], tuple(cells[i + 1 : i + stride])) for i in range(0, len(cells), stride))
 
     def add(self, t: float, row: Row) -> RollingSums[Row]:
         index = math.floor(t / self.bucket)
-        indexes, rows, total = self._evicted(index)
+        packed, total = self._evicted(index)
         w = len(total)
         if len(row) != w:
             raise ValueError(f"a row of {len(row)} numbers in a window of {w}")
         total = tuple(map(add, total, row))
-        if indexes and indexes[-1] == index:
-            rows = concat(rows[:-w], pack(list(map(add, rows[-w:], row))))
+        if packed and packed[-w - 1] == index:
+            packed = concat(packed[:-w], list(map(add, packed[-w:], row)))
         else:
-            indexes, rows = concat(indexes, pack((index,))), concat(rows, pack(row))
-        return RollingSums(self.make, self.window, self.buckets, indexes, rows, total)
+            packed = concat(packed, (index, *row))
+        return RollingSums(self.make, self.window, self.buckets, packed, total)
 
     def sums(self, t: float) -> Row:
         """The sums over the window that ends at time t."""
-        _, _, total = self._evicted(math.floor(t / self.bucket))
-        return self.make(total)
+        return self.make(self._evicted(math.floor(t / self.bucket))[1])
 
-    def _evicted(self, index: int) -> tuple[Packed, Packed, tuple[int, ...]]:
+    def _evicted(self, index: int) -> tuple[Packed, tuple[int, ...]]:
         cutoff = index - self.buckets
-        indexes, rows, total = self.indexes, self.rows, self.total
-        if not indexes or indexes[0] > cutoff:
-            return indexes, rows, total
-        keep, w = 0, len(total)
-        while keep < len(indexes) and indexes[keep] <= cutoff:
-            total = tuple(map(sub, total, rows[keep * w : (keep + 1) * w]))
-            keep += 1
-        return indexes[keep:], rows[keep * w :], total
+        packed, total = self.packed, self.total
+        if not packed or packed[0] > cutoff:
+            return packed, total
+        stride, at = len(total) + 1, 0
+        while at < len(packed) and packed[at] <= cutoff:
+            total = tuple(map(sub, total, packed[at + 1 : at + stride]))
+            at += stride
+        return packed[at:], total
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as plain tuples: small whole numbers take 2 to 5 bytes there, 4 or 8 in an array."""
-        return _restore, (self.make, self.window, self.buckets, plain(self.indexes), plain(self.rows), self.total)
+        """Pickled as a plain tuple: small whole numbers take 2 to 5 bytes there, 4 or 8 in an array."""
+        return _restore, (self.make, self.window, self.buckets, plain(self.packed), self.total)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the stored numbers, 8 per whole number (they are small ints in practice)."""
-        return 8 * (len(self.total) + len(self.rows) + len(self.indexes))
+        return 8 * (len(self.total) + len(self.packed))
 
 
 def _restore(
-    make: Callable[[Iterable[int]], Row], window: float, buckets: int,
-    indexes: tuple[int, ...], rows: tuple[int, ...], total: tuple[int, ...],
-) -> RollingSums[Row]:  # fmt: skip
-    return RollingSums(make, window, buckets, pack(indexes), pack(rows), total)
+    make: Callable[[Iterable[int]], Row], window: float, buckets: int, packed: tuple[int, ...], total: tuple[int, ...]
+) -> RollingSums[Row]:
+    return RollingSums(make, window, buckets, pack(packed), total)
 
 
 Bucket = tuple[int, tuple[int, ...]]  # (bucket index, summed row)
