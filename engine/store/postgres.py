@@ -149,8 +149,12 @@ class PostgresLog(RecordReads):
         with self._errors(LogWriteError), self._pool.connection() as conn:
             try:
                 with conn.transaction():
-                    for test_id in ordered:  # one at a time, in order: no cycle between two batches
-                        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (test_id,))
+                    # one statement, the locks taken in sorted order: no cycle between two batches
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended(t, 0))"
+                        " FROM (SELECT t FROM unnest(%s::text[]) AS t ORDER BY t) AS sorted",
+                        (ordered,),
+                    )
                     rows = conn.execute(
                         "SELECT test_id, version FROM tests WHERE test_id = ANY(%s)", (ordered,)
                     ).fetchall()
