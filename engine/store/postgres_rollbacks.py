@@ -53,6 +53,7 @@ CREATE INDEX IF NOT EXISTS outbox_undone ON outbox (id) WHERE done_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_by_test ON outbox (test_id, id);
 CREATE TABLE IF NOT EXISTS rollback_meta (name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL);
 """
+LEADER_SILENCE = 10  # seconds without a word after which PostgreSQL ends the sender's session
 SCHEMA_LOCK = 7_310_012  # advisory lock id: replicas starting together create the tables one at a time
 # advisory locks are per database: the outbox's and each test's are keyed by the schema too
 _OUTBOX_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('abguard-outbox:' || current_schema(), 0))"
@@ -99,6 +100,9 @@ class PostgresRollbackStore(RollbackRecords):
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
             open=False,
             name="abguard-rollbacks",
+            # checked on checkout (a round trip; records change rarely): the first write after an
+            # outage gets a live connection, not one the outage broke, so no outbox item is lost to it
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -133,6 +137,10 @@ class PostgresRollbackStore(RollbackRecords):
                 if self._leader is None or self._leader.closed or self._leader.broken:
                     self._leading = False
                     self._leader = psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
+                    # a sender cut off from PostgreSQL (a partition, a proxy that keeps the server side
+                    # open) must not hold the outbox until TCP notices, hours later: the server ends a
+                    # session silent for LEADER_SILENCE, and the live sender speaks every tick (0.5 s)
+                    self._leader.execute(f"SET idle_session_timeout = '{LEADER_SILENCE}s'")
                 if self._leading:
                     self._leader.execute("SELECT 1")  # still connected: the lock is still ours
                 else:
