@@ -1,9 +1,13 @@
-"""Prometheus metrics of one service: what it decided, how fast, the state of each test read at
-scrape time, the policy in force, and the gRPC server's calls by method and code.
+"""Prometheus metrics of one service: what it decided, how fast, each test's latest decision,
+the policy in force, and the gRPC server's calls by method and code.
 
-No decision id or reason is ever a label (unbounded). A test leaves the per-test gauges once it
-is finished: rolled back with its rollback complete. The registry is the service's own, so two
-services in one process (tests) do not share counters.
+No decision id or reason is ever a label (unbounded). The per-test gauges come from the decisions
+this process made, kept in memory as they are made: a scrape reads no log and loads no test, so
+it costs the same for 10 tests as for 10,000 idle ones. A test leaves them once it is finished
+(rolled back with its rollback complete), and once this process has not decided it for
+STALE_SECONDS (it stopped, or another replica decides it now: that replica's scrape has it).
+After a restart a test reappears with its next decision. The registry is the service's own, so
+two services in one process (tests) do not share counters.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics
@@ -19,12 +23,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .contract import ConditionStatus
-from .service import Guard, UnknownTestError
+from .service import Guard
 
 # Evaluate takes ~0.3-1 ms here; the buckets resolve sub-millisecond calls and reach 100 ms
 EVALUATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 STATUSES = tuple(status.value for status in ConditionStatus)
 FINISHED = "rolled_back"  # with its rollback complete (rollback_in_progress stays)
+STALE_SECONDS = 600.0  # a test this process has not decided for this long leaves its gauges (as idle tests memory)
 
 
 class Metrics:
@@ -55,10 +60,12 @@ class Metrics:
         Info("abguard_policy", "The policy in force", registry=self.registry).info(
             {"name": policy.name, "version": str(policy.version), "digest": policy.digest}
         )
-        self.registry.register(TestCollector(guard))
+        self.tests = TestCollector(guard)
+        self.registry.register(self.tests)
         guard.on_decision(self.decided)
 
     def decided(self, decision: dict[str, Any]) -> None:
+        self.tests.decided(decision)
         triggered_by = decision.get("triggered_by") or ""
         enforced = "true" if decision.get("enforced") else "false"
         self.decisions.labels(decision["action"], triggered_by, enforced).inc()
@@ -78,13 +85,34 @@ class Metrics:
         return _GrpcMetrics(self)
 
 
+class _Latest(NamedTuple):
+    risk_score: float
+    target_ratio: float | None
+    conditions: tuple[tuple[str, str], ...]  # (condition, status)
+    test_status: str
+    seen: float  # time.monotonic() of the decision
+
+
 class TestCollector(Collector):
-    """Per-test gauges, read from the guard at scrape time."""
+    """Per-test gauges from each test's latest decision in this process, kept as they are made."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, stale_seconds: float = STALE_SECONDS) -> None:
         self.guard = guard
+        self.stale_seconds = stale_seconds
+        self._latest: dict[str, _Latest] = {}
+
+    def decided(self, decision: dict[str, Any]) -> None:
+        target = decision.get("target_rollout_percent")
+        conditions = tuple((str(c["name"]), str(c["status"])) for c in decision.get("conditions") or [])
+        self._latest[decision["test_id"]] = _Latest(
+            float(decision.get("risk_score") or 0.0),
+            None if target is None else float(target) / 100,
+            conditions,
+            str(decision.get("test_status", "")),
+            time.monotonic(),
+        )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         risk = GaugeMetricFamily("abguard_risk_score", "The latest decision's risk score", labels=["test_id"])
@@ -95,32 +123,33 @@ class TestCollector(Collector):
             "abguard_condition_status", "1 for each condition's status in the latest decision",
             labels=["test_id", "condition", "status"],
         )  # fmt: skip
-        for view in self._views():
-            decision = view.last_decision
-            risk.add_metric([view.test_id], float(decision.get("risk_score") or 0.0))
-            if view.target_rollout_percent is not None:
-                target.add_metric([view.test_id], view.target_rollout_percent / 100)
-            for condition in decision.get("conditions") or []:
+        for test_id, latest in self._current():
+            risk.add_metric([test_id], latest.risk_score)
+            if latest.target_ratio is not None:
+                target.add_metric([test_id], latest.target_ratio)
+            for condition, now in latest.conditions:
                 for word in STATUSES:
-                    status.add_metric(
-                        [view.test_id, condition["name"], word], 1.0 if condition["status"] == word else 0.0
-                    )
+                    status.add_metric([test_id, condition, word], 1.0 if now == word else 0.0)
         yield risk
         yield target
         yield status
 
-    def _views(self) -> Iterator[Any]:
-        try:
-            tests = self.guard.tests()
-        except Exception:  # rebuilding, or the log cannot be read: no per-test gauges this scrape
-            return
-        for test_id in tests:
-            try:
-                view = self.guard.test(test_id)
-            except (UnknownTestError, Exception):
+    def _current(self) -> Iterator[tuple[str, _Latest]]:
+        now = time.monotonic()
+        for test_id, latest in list(self._latest.items()):
+            if now - latest.seen > self.stale_seconds:
+                if self._latest.get(test_id) is latest:
+                    del self._latest[test_id]
                 continue
-            if view.test_status != FINISHED:
-                yield view
+            if latest.test_status == FINISHED and not self._in_progress(test_id):
+                continue
+            yield test_id, latest
+
+    def _in_progress(self, test_id: str) -> bool:
+        try:
+            return self.guard.rollback_in_progress(test_id)
+        except Exception:  # the store cannot be read this scrape: say nothing of the test rather than fail
+            return False
 
 
 class _GrpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints

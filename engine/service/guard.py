@@ -507,6 +507,11 @@ class Guard:
             raise RollbacksUnavailableError("this service keeps no rollback records (it was started without them)")
         return self.rollbacks
 
+    def rollback_in_progress(self, test_id: str) -> bool:
+        """Whether the test's rollback (not undone by a restart) still has steps to do."""
+        record = self._rollback_in_force(test_id)
+        return record is not None and not record.complete()
+
     def _rollback_in_force(self, test_id: str) -> Rollback | None:
         """The test's latest rollback, unless a restart came after it."""
         if self.rollbacks is None:
