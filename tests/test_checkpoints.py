@@ -125,6 +125,9 @@ def test_idle_tests_leave_memory_and_come_back_exactly(tmp_path: Path) -> None:
     test_ids = {name: stream[0]["test_id"] for name, stream in rows.items()}
     assert set(guard.states) == {test_ids["healthy"]}  # the two idle ones left
     assert guard.log.checkpoint(test_ids["accuracy_regression"]) is not None
+    views = {name: guard.test(test_id) for name, test_id in test_ids.items()}  # GetTest, the dashboard's list
+    assert set(guard.states) == {test_ids["healthy"]}  # reading them brought none back
+    assert {name: view.last_decision for name, view in views.items()} == {n: d[-1] for n, d in decided.items()}
     for name, stream in rows.items():
         decided[name] += [guard.evaluate(row) for row in stream[len(decided[name]) :]]
     guard.close()

@@ -290,12 +290,15 @@ class Guard:
             entries[test_id] = SharedState(held.version, self.policy.digest, STATE_FORMAT, blob, last_hash[test_id])
         self.shared.put(entries)
 
-    def _load(self, test_id: str, version: int | None) -> _Held | None:
+    def _load(self, test_id: str, version: int | None, keep: bool = True) -> _Held | None:
         """The test's state as of the log's `version` (None: whatever this process holds is current):
-        from memory, else the shared cache, else rebuilt from the log; None for a test the log has not seen."""
+        from memory, else the shared cache, else rebuilt from the log; None for a test the log has not seen.
+        A read (`keep` False: GetTest, the dashboard's listing) neither keeps a loaded state in memory nor
+        keeps a held one from going idle, so listing 10,000 tests does not bring them all back."""
         held = self._held.get(test_id)
         if held is not None and (version is None or held.version == version):
-            held.used = time.monotonic()
+            if keep:
+                held.used = time.monotonic()
             return held
         if version == 0:
             return None
@@ -303,10 +306,13 @@ class Guard:
         if state is None:
             rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
             state = rebuilt.state
-            self._unsaved[test_id] = rebuilt.replayed
+            if keep:
+                self._unsaved[test_id] = rebuilt.replayed
         manual = self._rollback_in_force(test_id)  # a manual rollback is not in the log: its record says so
         if manual is not None and manual.trigger == MANUAL:
             state = _rolled_back_by_hand(state or TestState.start(self.policy), manual)
+        if not keep:
+            return None if state is None else _Held(state, version, 0.0)
         if state is None:
             self._held.pop(test_id, None)
             return None
@@ -437,7 +443,7 @@ class Guard:
         restart = self.log.last_restart(test_id)
         restarted = restart is not None and restart.after_seq >= record.seq
         with self._gate.reading(), self._lock(test_id):
-            held = self._load(test_id, self.log.version(test_id))
+            held = self._load(test_id, self.log.version(test_id), keep=False)
         state = held.state if held is not None else None
         rolled_back_at = state.history.rolled_back_at if state and not restarted else None
         if restarted:
