@@ -120,20 +120,7 @@ class PostgresLog(RecordReads):
                 conn.execute(SCHEMA)
         except psycopg.Error as error:
             raise LogOpenError(f"cannot open the decision log at {safe_url(url)}: {one_line(error)}") from error
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            timeout=timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-            open=False,
-            name="abguard-log",
-        )
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as error:
-            self._pool.close()
-            raise LogOpenError(f"cannot open the decision log at {safe_url(url)}: {one_line(error)}") from error
+        self._pool = open_pool(url, "abguard-log", pool_size, timeout, "the decision log")
 
     @property
     def path(self) -> str:
@@ -337,15 +324,44 @@ class PostgresLog(RecordReads):
 
     @contextlib.contextmanager
     def _errors(self, kind: type[LogError]) -> Iterator[None]:
-        try:
+        with translated(kind, f"the decision log at {self.path}"):
             yield
-        except LogError:
-            raise
-        except PoolTimeout as error:
-            raise kind(f"the decision log at {self.path} cannot be reached: {one_line(error)}") from error
-        except RETRYABLE as error:
-            verb = "written" if kind is LogWriteError else "read"
-            raise kind(f"the decision log at {self.path} cannot be {verb}: {one_line(error)}") from error
+
+
+def open_pool(
+    url: str, name: str, size: int, timeout: float, what: str, check: Callable[..., Any] | None = None
+) -> ConnectionPool[psycopg.Connection[Any]]:
+    """An open pool of autocommit connections; LogOpenError naming `what` when none can be made."""
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        timeout=timeout,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        open=False,
+        name=name,
+        check=check,
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except (psycopg.Error, PoolTimeout) as error:
+        pool.close()
+        raise LogOpenError(f"cannot open {what} at {safe_url(url)}: {one_line(error)}") from error
+    return pool
+
+
+@contextlib.contextmanager
+def translated(kind: type[LogError], where: str) -> Iterator[None]:
+    """The server's or the network's trouble as `kind` (LogWriteError or LogError), naming `where`."""
+    try:
+        yield
+    except LogError:
+        raise
+    except PoolTimeout as error:
+        raise kind(f"{where} cannot be reached: {one_line(error)}") from error
+    except RETRYABLE as error:
+        verb = "written" if kind is LogWriteError else "read"
+        raise kind(f"{where} cannot be {verb}: {one_line(error)}") from error
 
 
 def one_line(error: BaseException) -> str:

@@ -20,10 +20,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from . import LogError, LogOpenError, LogWriteError
-from .postgres import RETRYABLE, one_line, safe_url
+from .postgres import one_line, open_pool, safe_url, translated
 from .rollbacks import Cursor, OutboxItem, RollbackRecords, Tx
 
 SCHEMA = """
@@ -92,23 +92,11 @@ class PostgresRollbackStore(RollbackRecords):
         except psycopg.Error as error:
             raise LogOpenError(f"cannot open the rollback records at {self.path}: {one_line(error)}") from error
         self.created_at = float(row[0]) if row else 0.0  # a rollback decided before this predates the records
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            timeout=timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-            open=False,
-            name="abguard-rollbacks",
-            # checked on checkout (a round trip; records change rarely): the first write after an
-            # outage gets a live connection, not one the outage broke, so no outbox item is lost to it
-            check=ConnectionPool.check_connection,
+        # checked on checkout (a round trip; records change rarely): the first write after an outage
+        # gets a live connection, not one the outage broke, so no outbox item is lost to it
+        self._pool = open_pool(
+            url, "abguard-rollbacks", pool_size, timeout, "the rollback records", ConnectionPool.check_connection
         )
-        try:
-            self._pool.open(wait=True, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as error:
-            self._pool.close()
-            raise LogOpenError(f"cannot open the rollback records at {self.path}: {one_line(error)}") from error
         self._leader: psycopg.Connection[Any] | None = None  # the session that holds (or asks for) the outbox
         self._leading = False
         self._leader_lock = threading.Lock()
@@ -163,10 +151,5 @@ class PostgresRollbackStore(RollbackRecords):
 
     @contextlib.contextmanager
     def _errors(self, kind: type[LogError]) -> Iterator[None]:
-        try:
+        with translated(kind, f"the rollback records at {self.path}"):
             yield
-        except PoolTimeout as error:
-            raise kind(f"the rollback records at {self.path} cannot be reached: {one_line(error)}") from error
-        except RETRYABLE as error:
-            verb = "written" if kind is LogWriteError else "read"
-            raise kind(f"the rollback records at {self.path} cannot be {verb}: {one_line(error)}") from error
