@@ -481,3 +481,12 @@ def test_serve_processes_share_the_port_and_a_dead_one_is_started_again(
 def interleaved_rows() -> list[dict[str, Any]]:
     streams = [scenario(name) for name in ("accuracy_regression", "error_storm")]
     return [row for pair in zip(*streams, strict=False) for row in pair]
+
+
+def test_the_log_is_named_without_its_password_and_with_its_schema() -> None:
+    """What serve's `serving` line and every error show: two deployments in one database are told apart."""
+    from engine.store.postgres import safe_url
+
+    shown = safe_url("postgresql://abguard:s3cret@db:5433/prod?options=-csearch_path%3Dteam_a")
+    assert shown == "postgresql://abguard@db:5433/prod (options -csearch_path=team_a)"
+    assert "s3cret" not in safe_url("postgresql://abguard:s3cret@db/prod")

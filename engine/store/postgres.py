@@ -369,10 +369,12 @@ def one_line(error: BaseException) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL without a password, for messages and logs."""
+    """The URL without a password, for messages and logs; with its options (the schema), which tell
+    two deployments on one database apart."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "postgresql://(unreadable URL)"
     user, host, port, name = (info.get(key, "") for key in ("user", "host", "port", "dbname"))
-    return f"postgresql://{user}@{host}:{port or 5432}/{name}"
+    options = f" (options {info['options']})" if info.get("options") else ""
+    return f"postgresql://{user}@{host}:{port or 5432}/{name}{options}"
