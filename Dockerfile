@@ -3,12 +3,13 @@
 # No Docker engine runs where this is developed: keep it in step with the Makefile.
 
 FROM python:3.11-slim AS build
-# durable-rules ships as an sdist with a C extension: compile it here, not in the runtime image.
+# durable-rules ships as an sdist with a C extension, and abguard's core is compiled by mypyc
+# (setup.py, ABGUARD_MYPYC=1, as `make install` does): compile both here, not in the runtime image.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc g++ make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY protos ./protos
 COPY engine ./engine
 RUN python -m venv /opt/abguard \
@@ -16,7 +17,10 @@ RUN python -m venv /opt/abguard \
     && /opt/abguard/bin/pip install --no-cache-dir "grpcio-tools>=1.60" \
     && /opt/abguard/bin/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
         protos/engine/api/v1/risk.proto \
-    && /opt/abguard/bin/pip install --no-cache-dir . \
+    && /opt/abguard/bin/pip install --no-cache-dir '.[compile]' \
+    && ABGUARD_MYPYC=1 /opt/abguard/bin/pip install --no-cache-dir --no-build-isolation --no-deps --force-reinstall . \
+    && /opt/abguard/bin/pip uninstall --yes mypy types-PyYAML types-jsonschema types-protobuf types-setuptools \
+    && cd / && /opt/abguard/bin/python -c "from engine.compiled import is_compiled; assert is_compiled()" \
     && /opt/abguard/bin/abguard policy facts > /dev/null
 
 FROM python:3.11-slim

@@ -5,18 +5,33 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTO  := protos/engine/api/v1/risk.proto
 GEN    := engine/api/v1/risk_pb2.py engine/api/v1/risk_pb2.pyi engine/api/v1/risk_pb2_grpc.py
+# The per-snapshot core compiled by mypyc (setup.py; engine/compiled.py lists its modules), rebuilt
+# whenever one of them changes. COMPILE=0 keeps the interpreted core (`make pure` removes a build).
+COMPILE ?= 1
+CORE    := $(VENV)/.compiled
+CORE_SRC = $(shell $(PYTHON) engine/compiled.py) engine/compiled.py setup.py
 # The one protoc command line: $(call protoc,DIR) writes the $(GEN) files under DIR.
 protoc = $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO)
 
-.PHONY: install proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean
+.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean
 
-install: $(STAMP) $(GEN)
+install: $(STAMP) $(GEN) $(if $(filter 1,$(COMPILE)),$(CORE))
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(CORE): $(STAMP) $(CORE_SRC)
+	@echo "compiling the core with mypyc (log: $(VENV)/mypyc.log)"
+	@ABGUARD_MYPYC=1 $(BIN)/python setup.py build_ext --inplace > $(VENV)/mypyc.log 2>&1 \
+		|| { tail -40 $(VENV)/mypyc.log; exit 1; }
+	@touch $(CORE)
+
+pure:
+	find engine -name '*.so' -delete
+	rm -rf build $(CORE)
 
 # Generated gRPC code: one command, from protos/, into engine/api/v1 (not committed).
 $(GEN) &: $(PROTO) $(STAMP)
@@ -29,7 +44,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # `make lint` is its three pieces; .pre-commit-config.yaml runs the same pieces before a commit.
-LINTED := engine tests bench scenarios
+LINTED := engine tests bench scenarios setup.py
 lint: lint-ruff lint-format lint-mypy
 
 lint-ruff: install
@@ -72,5 +87,5 @@ QUALITY_WORKERS ?= 2
 quality: install
 	$(BIN)/abguard simulate --standard --workers $(QUALITY_WORKERS)
 
-clean:
+clean: pure
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

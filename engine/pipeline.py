@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .compiled import register_pickling
 from .contract import Decision, OutOfOrderError, Snapshot, format_time
 from .facts import TestWindows
 from .policy.model import Policy
@@ -31,15 +32,13 @@ from .verdict import (
 )
 
 REMEMBERED_DECISIONS = 8  # recent decisions kept per test to answer resent snapshots
-STATE_FORMAT = 3  # version of TestState's layout in checkpoints: bump when it or what it holds changes shape
+STATE_FORMAT = 4  # version of TestState's layout in checkpoints: bump when it or what it holds changes shape
 GAP_FACTOR = 2.0  # a silence longer than this many intervals breaks every `for` streak
 
 
 @dataclass(frozen=True, slots=True)
 class TestState:
     """Everything one test remembers between snapshots; a value, never changed in place."""
-
-    __test__ = False  # not a pytest class
 
     windows: TestWindows
     last_time: float | None = None
@@ -159,3 +158,6 @@ class Evaluator:
     def restart(self, test_id: str) -> None:
         """Forget a test entirely: a rolled-back test starts again with empty windows."""
         self.tests.pop(test_id, None)
+
+
+register_pickling()  # the whole core is imported by now

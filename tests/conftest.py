@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a compiled core older than its source: the tests would run the old code."""
+    from engine.compiled import stale
+
+    behind = stale()
+    if behind:
+        pytest.exit(f"compiled core older than its source ({', '.join(behind[:3])}...): run `make install`"
+                    " to rebuild it, or `make pure` to test the interpreted core", returncode=2)  # fmt: skip
+
+
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """A copy of policies/ that a test may edit."""

@@ -473,18 +473,11 @@ def test_the_answer_cache_answers_the_scenarios_from_few_vectors_and_decides_the
     ]  # fmt: skip
     cached = Evaluator(policy, ruleset)
     plain = Evaluator(policy, ruleset)
-    plain.engine = dataclasses.replace(plain.engine, answers=_Uncached(ruleset, plain.engine.asked))  # type: ignore[arg-type]
+    leaves = [leaf for indicator in policy.indicators for leaf in indicator.leaves]
+    uncached = Answers(ruleset, leaves, plain.engine.asked, capacity=0)  # durable_rules asked every time
+    plain.engine = dataclasses.replace(plain.engine, answers=uncached)
     for row in rows:
         snapshot = parse_snapshot(row)
         assert cached.evaluate(snapshot) == plain.evaluate(snapshot)
     assert 0 < cached.engine.answers.asked_durable == len(cached.engine.answers) < len(rows) // 10
-
-
-class _Uncached:
-    """durable_rules asked every time, as before the cache."""
-
-    def __init__(self, ruleset: CompiledRuleset, asked: frozenset[str]) -> None:
-        self.ruleset, self.asked = ruleset, asked
-
-    def fire(self, facts: dict[str, float]) -> list[str]:
-        return self.ruleset.fire({name: facts[name] for name in self.asked if name in facts})
+    assert uncached.asked_durable == len(rows) and len(uncached) == 0  # the plain side really asked every time

@@ -20,7 +20,7 @@ def _tuple(values: Iterable[int]) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _empty(window: float, buckets: int, width: int = WIDTH) -> RollingSums[tuple[int, ...]]:
+def _empty(window: float, buckets: int, width: int = WIDTH) -> RollingSums:
     return RollingSums.empty(_tuple, width, window, buckets)
 
 

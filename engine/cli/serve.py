@@ -20,6 +20,7 @@ from ..api.convert import to_dict
 from ..api.servicer import create_server
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
+from ..compiled import is_compiled
 from ..contract import InputError, parse_snapshot
 from ..integrations.alertmanager import Alert, Severity
 from ..metrics import Metrics
@@ -313,6 +314,7 @@ def _announce(
             "data_dir": args.data_dir,
             "log": log,
             "state": shared.where if shared is not None else None,
+            "compiled": is_compiled(),  # the core built by mypyc (setup.py), or interpreted
         }
     )
 

@@ -53,8 +53,6 @@ class ConditionStatus(StrEnum):
 
 
 class TestStatus(StrEnum):
-    __test__ = False  # not a pytest class
-
     RUNNING = "running"
     REDUCED = "reduced"
     ROLLED_BACK = "rolled_back"

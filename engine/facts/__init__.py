@@ -112,8 +112,6 @@ class Derived:
 
 @dataclass(frozen=True, slots=True)
 class TestWindows:
-    __test__ = False  # not a pytest class
-
     windows: Mapping[str, ConditionWindow]
     failed: Mapping[str, str] = field(default_factory=dict)  # conditions whose last `add` failed, and why
 

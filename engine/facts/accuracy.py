@@ -41,7 +41,9 @@ class RelativeDrop:
     settings: Settings
     components: Sequence[str] = ("drop",)
 
-    signed = True
+    @property
+    def signed(self) -> bool:
+        return True
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion, s.challenger
@@ -72,7 +74,10 @@ class BelowFloor:
     settings: Settings
     floor: float
     components: Sequence[str] = ("floor",)
-    signed = False  # it reports an accuracy, not a change
+
+    @property
+    def signed(self) -> bool:  # it reports an accuracy, not a change
+        return False
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         challenger = s.challenger
@@ -116,7 +121,7 @@ EMITS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class AccuracyWindow:
-    labels: RollingSums[Labels]
+    labels: RollingSums
     detectors: tuple[tuple[str, Detector], ...] = ()
 
     @classmethod
@@ -131,7 +136,7 @@ class AccuracyWindow:
         return type(self)(self.labels.add(s.timestamp, row), advance(self.detectors, s))
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
-        n = self.labels.sums(s.timestamp)
+        n: Labels = self.labels.sums(s.timestamp)
         facts: dict[str, float] = {"samples": n.challenger_labeled}
         if n.challenger_labeled > 0:
             low, high = stats.wilson_interval(n.challenger_correct, n.challenger_labeled)

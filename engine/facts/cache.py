@@ -42,7 +42,7 @@ class CacheCounts(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class CacheWindow:
-    counts: RollingSums[CacheCounts]
+    counts: RollingSums
     entries: int | None = None  # the cache's size, as last reported
 
     @classmethod
@@ -75,7 +75,7 @@ class CacheWindow:
         return type(self)(self.counts.add(s.timestamp, row), entries)
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
-        n = self.counts.sums(s.timestamp)
+        n: CacheCounts = self.counts.sums(s.timestamp)
         facts: dict[str, float] = {"samples": n.lookups}
         if n.lookups > 0:
             facts["hit_rate"] = 1 - n.final_misses / n.lookups

@@ -32,7 +32,9 @@ class DistributionShift:
     settings: Settings
     components: Sequence[str] = tuple(f"{sign}{cut:g}" for cut in CUTS for sign in "+-")
 
-    signed = True
+    @property
+    def signed(self) -> bool:
+        return True
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion.confidence_histogram, s.challenger.confidence_histogram
@@ -99,10 +101,10 @@ class Duplicates(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ConfidenceWindows:
-    challenger_bins: RollingSums[tuple[int, ...]]
-    champion_bins: RollingSums[tuple[int, ...]]
-    baseline: RollingSums[tuple[int, ...]]  # the champion's, over the long baseline window
-    duplicates: RollingSums[Duplicates]
+    challenger_bins: RollingSums
+    champion_bins: RollingSums
+    baseline: RollingSums  # the champion's, over the long baseline window
+    duplicates: RollingSums
     detectors: Detectors = ()
 
     @classmethod
@@ -137,7 +139,8 @@ class ConfidenceWindows:
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
         t = s.timestamp
-        recent, baseline = self.challenger_bins.sums(t), self.baseline.sums(t)
+        recent: tuple[int, ...] = self.challenger_bins.sums(t)
+        baseline: tuple[int, ...] = self.baseline.sums(t)
         n, m = sum(recent), sum(baseline)
         facts: dict[str, float] = {"samples": n}
         if n > 0:
@@ -147,7 +150,7 @@ class ConfidenceWindows:
             result = stats.ks_binned(recent, baseline)
             if result is not None:
                 facts["ks_statistic"], facts["ks_p_value"] = result
-        dup = self.duplicates.sums(t)
+        dup: Duplicates = self.duplicates.sums(t)
         if dup.challenger_requests > 0:
             facts["duplicate_entity_rate"] = dup.challenger_duplicates / dup.challenger_requests / RATE_GRID
             if dup.champion_requests > 0:
@@ -160,7 +163,8 @@ class ConfidenceWindows:
 
     def calibration_gap(self, t: float, accuracy: Mapping[str, float]) -> float | None:
         """Challenger |mean confidence - accuracy| minus the champion's, from accuracy's facts."""
-        mine, theirs = self.challenger_bins.sums(t), self.champion_bins.sums(t)
+        mine: tuple[int, ...] = self.challenger_bins.sums(t)
+        theirs: tuple[int, ...] = self.champion_bins.sums(t)
         if sum(mine) <= 0 or sum(theirs) <= 0 or "champion" not in accuracy or "challenger" not in accuracy:
             return None
         return abs(_mean_confidence(mine) - accuracy["challenger"]) - abs(

@@ -33,7 +33,9 @@ class RateIncrease:
     settings: Settings
     components: Sequence[str] = KINDS
 
-    signed = True
+    @property
+    def signed(self) -> bool:
+        return True
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion, s.challenger
@@ -134,8 +136,8 @@ class Tumbling:
 @dataclass(frozen=True, slots=True)
 class ErrorWindows:
     window: float
-    champion: RollingSums[ErrorCounts]
-    challenger: RollingSums[ErrorCounts]
+    champion: RollingSums
+    challenger: RollingSums
     trend: Tumbling
     detectors: Detectors = ()
 
@@ -156,7 +158,8 @@ class ErrorWindows:
         return type(self)(self.window, champion, challenger, trend, advance(self.detectors, s))
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
-        mine, theirs = self.challenger.sums(s.timestamp), self.champion.sums(s.timestamp)
+        mine: ErrorCounts = self.challenger.sums(s.timestamp)
+        theirs: ErrorCounts = self.champion.sums(s.timestamp)
         facts: dict[str, float] = {"samples": mine.requests}
         if mine.requests > 0:
             facts["rate"] = mine.errors / mine.requests

@@ -30,7 +30,9 @@ class MeanIncrease:
     settings: Settings
     components: Sequence[str] = ("mean",)
 
-    signed = True
+    @property
+    def signed(self) -> bool:
+        return True
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = _moments(s.champion), _moments(s.challenger)
@@ -124,7 +126,7 @@ class ArmLatency:
     """One arm's latency window; `bounds` is None for the percentile form."""
 
     bounds: tuple[float, ...] | None
-    sums: RollingSums[tuple[int, ...]] | RollingSums[PercentileSums]
+    sums: RollingSums
 
     @classmethod
     def start(cls, window: float, latency: Histogram | Percentiles) -> ArmLatency:
@@ -146,10 +148,10 @@ class ArmLatency:
                 requests * _ns(latency.p99),
                 requests * _ns(latency.mean),
             )
-        return ArmLatency(self.bounds, self.sums.add(t, row))  # type: ignore[arg-type]
+        return ArmLatency(self.bounds, self.sums.add(t, row))
 
     def summary(self, t: float) -> Summary | None:
-        total = self.sums.sums(t)
+        total: tuple[int, ...] = self.sums.sums(t)
         if self.bounds is not None:
             return histogram_summary(self.bounds, total)
         sums = PercentileSums._make(total)

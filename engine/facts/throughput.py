@@ -28,7 +28,9 @@ class ShareDrop:
     settings: Settings
     components: Sequence[str] = ("requests",)
 
-    signed = True
+    @property
+    def signed(self) -> bool:
+        return True
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         if s.rollout_percent is None or not 0 < s.rollout_percent < 100:
@@ -97,7 +99,7 @@ class Volume(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ThroughputWindow:
-    volume: RollingSums[Volume]
+    volume: RollingSums
     detectors: Detectors = ()
 
     @classmethod
@@ -116,7 +118,7 @@ class ThroughputWindow:
         return type(self)(self.volume.add(s.timestamp, row), advance(self.detectors, s))
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
-        v = self.volume.sums(s.timestamp)
+        v: Volume = self.volume.sums(s.timestamp)
         facts: dict[str, float] = {"samples": v.snapshots}
         if v.interval_us > 0:
             facts["service_rps"] = (v.champion_requests + v.challenger_requests) * US_PER_SECOND / v.interval_us

@@ -13,15 +13,17 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import add, sub
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from .packed import EMPTY, Packed, concat, pack, plain
 
-Row = TypeVar("Row", bound=tuple[Any, ...])  # a NamedTuple of whole numbers, or a plain tuple of them
+# A row: a NamedTuple of whole numbers, or a plain tuple of them. Not a type parameter of
+# RollingSums: mypyc cannot compile a generic dataclass, and the window is compiled (setup.py).
+Row = Any
 
 
 @dataclass(frozen=True, slots=True)
-class RollingSums(Generic[Row]):
+class RollingSums:
     """Sums of rows of one shape over the last `window` seconds, in `buckets` time buckets.
 
     The live buckets are packed end to end (engine/facts/packed.py), oldest first: each is its
@@ -34,9 +36,7 @@ class RollingSums(Generic[Row]):
     total: tuple[int, ...]
 
     @classmethod
-    def empty(
-        cls, make: Callable[[Iterable[int]], Row], width: int, window: float, buckets: int = 20
-    ) -> RollingSums[Row]:
+    def empty(cls, make: Callable[[Iterable[int]], Row], width: int, window: float, buckets: int = 20) -> RollingSums:
         return cls(make, window, buckets, EMPTY, (0,) * width)
 
     @property
@@ -50,7 +50,7 @@ class RollingSums(Generic[Row]):
         cells = self.packed
         return tuple((cells[i], tuple(cells[i + 1 : i + stride])) for i in range(0, len(cells), stride))
 
-    def add(self, t: float, row: Row) -> RollingSums[Row]:
+    def add(self, t: float, row: Row) -> RollingSums:
         index = math.floor(t / self.bucket)
         packed, total = self._evicted(index)
         w = len(total)
@@ -90,7 +90,7 @@ class RollingSums(Generic[Row]):
 
 def _restore(
     make: Callable[[Iterable[int]], Row], window: float, buckets: int, packed: tuple[int, ...], total: tuple[int, ...]
-) -> RollingSums[Row]:
+) -> RollingSums:
     return RollingSums(make, window, buckets, pack(packed), total)
 
 

@@ -31,8 +31,12 @@ Leaf = tuple[str, Callable[[float, float], bool], float, str | None, float]  # f
 class Answers:
     """`fire(facts)`: the rules that fire, from memory when this outcome vector was seen before."""
 
-    def __init__(self, ruleset: CompiledRuleset, leaves: Sequence[Compare], asked: frozenset[str]) -> None:
+    def __init__(
+        self, ruleset: CompiledRuleset, leaves: Sequence[Compare], asked: frozenset[str], capacity: int = MAX_ANSWERS
+    ) -> None:
+        """`capacity`: outcome vectors remembered at most (0: durable_rules is asked every time)."""
         self.ruleset = ruleset
+        self.capacity = capacity
         self.asked = asked  # the facts the rules name: only those are sent to durable_rules
         self._leaves: tuple[Leaf, ...] = tuple(
             dict.fromkeys(
@@ -51,7 +55,7 @@ class Answers:
             answer = tuple(self.ruleset.fire({name: facts[name] for name in self.asked if name in facts}))
             with self._lock:
                 self.asked_durable += 1
-                if len(self._known) < MAX_ANSWERS:
+                if len(self._known) < self.capacity:
                     self._known[key] = answer
         return answer
 

@@ -35,7 +35,7 @@ def kolmogorov_sf(x: float) -> float:
         return 1.0
     if x < CUTOVER:
         w = -(math.pi**2) / (8 * x * x)
-        cdf = SQRT_2PI / x * sum(math.exp((2 * k - 1) ** 2 * w) for k in range(1, 6))
+        cdf = SQRT_2PI / x * sum((math.exp((2 * k - 1) ** 2 * w) for k in range(1, 6)), 0.0)
         return 1.0 - cdf
     q = -2 * x * x
-    return max(0.0, 2 * sum((1 if k % 2 else -1) * math.exp(k * k * q) for k in range(1, 12)))
+    return max(0.0, 2 * sum(((1 if k % 2 else -1) * math.exp(k * k * q) for k in range(1, 12)), 0.0))

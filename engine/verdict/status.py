@@ -17,8 +17,6 @@ from ..contract import Action, TestStatus
 class TestHistory:
     """What the test's earlier decisions say, before this one."""
 
-    __test__ = False  # not a pytest class
-
     rolled_back_at: str | None = None
     rolled_back_by: str | None = None
     reduced: bool = False
