@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # the per-snapshot core: what every evaluation runs through, in the order of the pipeline
-COMPILED = ("contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py")
+COMPILED = ("contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py")
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -73,9 +73,8 @@ def register_pickling() -> None:
 
 
 def _by_fields(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    # fields outside __init__ are derived by __post_init__ (Indicator.leaves), so calling the class rebuilds them
     names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-    if any(not f.init for f in dataclasses.fields(cls)):
-        raise TypeError(f"{cls.__qualname__}: a field outside __init__ cannot be pickled by fields")
     getter = operator.attrgetter(*names) if names else (lambda obj: ())
 
     if len(names) == 1:
