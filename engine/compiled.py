@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# the per-snapshot core: what every evaluation runs through, in the order of the pipeline
-COMPILED = ("contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py")
+# what every evaluation runs through: the core in the order of the pipeline, the policy it reads,
+# and the proto <-> contract conversion of each call
+COMPILED = ("contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py", "api/convert.py")
 PACKAGE = Path(__file__).resolve().parent
 
 
