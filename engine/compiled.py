@@ -17,7 +17,9 @@ from typing import Any
 
 # what every evaluation runs through: the core in the order of the pipeline, the policy it reads,
 # and the proto <-> contract conversion of each call
-COMPILED = ("contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py", "api/convert.py")
+COMPILED = (
+    "contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py", "api/convert.py",
+)  # fmt: skip
 PACKAGE = Path(__file__).resolve().parent
 
 
