@@ -1,8 +1,8 @@
 """Build hook: the per-snapshot core compiled to C by mypyc when ABGUARD_MYPYC=1.
 
-Every evaluation runs the same few hundred lines (contract, facts, stats, verdict, pipeline);
+Every evaluation runs the same few thousand lines (engine/compiled.py lists their modules);
 interpreted, they are most of an evaluation's cost. mypyc compiles exactly those modules
-(engine/compiled.py lists them) from their typed source, unchanged: the .py files stay the
+from their typed source, unchanged: the .py files stay the
 reference, and without ABGUARD_MYPYC (a plain `pip install`) abguard is pure Python and decides
 the same (tests/test_compiled.py). `make install` and the Dockerfile build it compiled.
 """
