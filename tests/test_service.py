@@ -514,16 +514,18 @@ def test_sigterm_with_a_watcher_ends_its_stream_and_drains_fast(tmp_path: Path) 
 def test_evaluate_client_reports_bad_lines_in_contract_words(
     service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`abguard evaluate` prints decisions and names bad lines' fields as the snapshot contract does."""
+    """`abguard evaluate` prints decisions and names bad lines' fields as the snapshot contract does,
+    before protobuf's JSON reading could turn a quoted number or a boolean into a number."""
     from engine.cli import main
 
-    good = snapshot(step=0)
     lines = [
-        json.dumps(good),
+        json.dumps(snapshot(step=0)),
         "{oops",
         json.dumps({**snapshot(step=1), "extra": 1}),
         json.dumps(snapshot(step=2, requests=-5)),
+        json.dumps({**snapshot(step=2), "rollout_percent": "50", "interval_seconds": True}),
         json.dumps(snapshot(step=3)),
+        json.dumps(snapshot(step=2)),  # valid, but older than step 3: only the service can tell
     ]
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n")
@@ -537,8 +539,12 @@ def test_evaluate_client_reports_bad_lines_in_contract_words(
     errors = captured.err.splitlines()
     assert errors[0].startswith("line 2: $: invalid JSON")
     assert errors[1].startswith("line 3: extra: unknown field")
-    assert errors[2] == "line 4: INVALID_ARGUMENT: snapshot.challenger.requests: must be >= 0, got -5"
-    assert errors[3] == "3 lines rejected"
+    assert errors[2] == "line 4: challenger.requests: must be >= 0, got -5"
+    assert errors[3] == (
+        "line 5: interval_seconds: must be a number, got bool; rollout_percent: must be a number, got str"
+    )
+    assert errors[4].startswith("line 7: FAILED_PRECONDITION: ") and "older than" in errors[4]
+    assert errors[5] == "5 lines rejected"
 
 
 REBUILDING = "rebuilding state from the decision log; retry"

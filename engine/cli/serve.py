@@ -404,12 +404,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
+            problem = _contract_problem(line)  # protobuf's JSON reading would turn "50" or true into numbers
+            if problem is not None:
+                bad += 1
+                print(f"line {number}: {problem}", file=sys.stderr)
+                continue
             try:
                 snapshot = json_format.Parse(line, pb.Snapshot())
                 response = stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=args.timeout)
             except json_format.ParseError as error:
                 bad += 1
-                print(f"line {number}: {_explain(line, error)}", file=sys.stderr)
+                print(f"line {number}: {error}", file=sys.stderr)
                 continue
             except grpc.RpcError as error:
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -425,15 +430,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return FINDINGS if bad else OK
 
 
-def _explain(line: str, error: Exception) -> str:
-    """The snapshot contract's words for a line protobuf could not read (its own are camelCase)."""
+def _contract_problem(line: str) -> str | None:
+    """What the snapshot contract says is wrong with a line, in its own field names, before protobuf reads it."""
     try:
         parse_snapshot(json.loads(line))
     except json.JSONDecodeError as bad_json:
         return f"$: invalid JSON: {bad_json.msg} at column {bad_json.colno}"
     except InputError as bad_field:
         return str(bad_field)
-    return str(error)
+    return None
 
 
 def run_health(args: argparse.Namespace) -> int:
