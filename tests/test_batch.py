@@ -14,12 +14,13 @@ import pytest
 from google.protobuf import json_format
 
 from engine.api.convert import to_dict
-from engine.api.servicer import MAX_BATCH, create_server
+from engine.api.servicer import create_server
 from engine.api.v1 import risk_pb2 as pb
 from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.contract import parse_snapshot
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
+from engine.security.limits import LimitSettings
 from engine.service import Guard
 from engine.store.sqlite import SqliteLog
 
@@ -162,10 +163,8 @@ def test_the_stream_answers_each_message_in_order(served: Served) -> None:
 def test_a_batch_past_the_limit_is_refused_naming_the_field(served: Served) -> None:
     row = scenario("healthy")[0]
     with pytest.raises(grpc.RpcError) as refused:
-        served.batch([row] * (MAX_BATCH + 1))
+        most = LimitSettings().items_per_batch
+        served.batch([row] * (most + 1))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        refused.value.details()
-        == f"snapshots: at most {MAX_BATCH} snapshots in one batch, got {MAX_BATCH + 1}: split it"
-    )
+    assert refused.value.details() == f"snapshots: at most {most} snapshots in one batch, got {most + 1}: split it"
     assert served.log.count(row["test_id"]) == 0

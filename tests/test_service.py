@@ -259,6 +259,7 @@ def test_health_and_reflection(service: Service) -> None:
         "EvaluateBatch",
         "EvaluateStream",
         "GetPolicy",
+        "ReloadPolicy",
     }
 
 

@@ -8,8 +8,13 @@ from google.rpc import code_pb2
 
 from ..contract import InputError, OutOfOrderError
 from ..rollback.process import RollbackError
+from ..security.limits import LimitError
 from ..service import RebuildingError, RollbacksUnavailableError, UnknownRollbackError, UnknownTestError
 from ..store import LogError
+
+
+class ReloadUnavailableError(RuntimeError):
+    """ReloadPolicy on a server that keeps no reloader (tests, embedded use): FAILED_PRECONDITION."""
 
 
 class TooManyWatchersError(RuntimeError):
@@ -31,8 +36,10 @@ def status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | None
         return code_pb2.INVALID_ARGUMENT, str(error), [(field, str(error))]
     if isinstance(error, RollbacksUnavailableError):
         return code_pb2.FAILED_PRECONDITION, str(error), []
-    if isinstance(error, TooManyWatchersError):
+    if isinstance(error, (TooManyWatchersError, LimitError)):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
+    if isinstance(error, ReloadUnavailableError):
+        return code_pb2.FAILED_PRECONDITION, str(error), []
     if isinstance(error, sqlite3.Error):  # the rollback records cannot be read or written now: retryable
         return code_pb2.UNAVAILABLE, f"the rollback records cannot be used: {error}", []
     if isinstance(error, (LogError, RebuildingError)):  # retryable; health says NOT_SERVING meanwhile

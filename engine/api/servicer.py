@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,25 +11,25 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
 from ..contract import InputError, excerpt
 from ..metrics import Metrics
 from ..rollback.process import Rollback
+from ..security.gate import CURRENT, Gate, known_caller, operator_action, requester, restart_reason
+from ..security.limits import LimitError, Limits, LimitSettings
 from ..service import Guard, Watcher
+from .access import PeerOf, abort, certificate_peer, guarded
 from .convert import enum_number, enum_word, fill, present
-from .errors import TooManyWatchersError, status_of
+from .errors import ReloadUnavailableError, TooManyWatchersError, status_of
 from .paging import cursor, page_token
 from .v1 import risk_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
 DEFAULT_PAGE, MAX_PAGE = 50, 500
-MAX_BATCH = 1000  # snapshots in one EvaluateBatch request or stream message
 MAX_MESSAGE = 4000  # characters of an error message: well inside gRPC's 8 KiB metadata limit
 Reply = TypeVar("Reply")
 Log = Callable[[dict[str, Any]], None]
@@ -39,23 +40,6 @@ class Undecodable:
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-
-def _abort(context: grpc.ServicerContext, code: int, message: str, violations: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
-    """End the call with a google.rpc.Status; BadRequest field violations when fields are to blame."""
-    status = status_pb2.Status(code=code, message=message[:MAX_MESSAGE])
-    if violations:
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text[:500])
-                    for field, text in violations[:50]
-                ]
-            )
-        )
-        status.details.append(detail)
-    context.abort_with_status(rpc_status.to_status(status))
 
 
 def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
@@ -77,13 +61,15 @@ def _mapped(method: Callable[..., Reply]) -> Callable[..., Reply]:
 
 class RiskServicer:
     def __init__(
-        self, guard: Guard, log: Log | None = None, max_watchers: int = 4, metrics: Metrics | None = None
-    ) -> None:
+        self, guard: Guard, log: Log | None = None, max_watchers: int = 4, metrics: Metrics | None = None,
+        limits: Limits | None = None,
+    ) -> None:  # fmt: skip
         self.guard = guard
         self.log = log
         self.metrics = metrics
         self.max_watchers = max_watchers
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
+        self.limits = limits or Limits(LimitSettings())
 
     def _fail(self, context: grpc.ServicerContext, method: str, error: Exception) -> None:
         mapped = status_of(error)
@@ -91,13 +77,23 @@ class RiskServicer:
             if self.log is not None:
                 self.log({"event": "internal_error", "method": method, "error": repr(error)[:1000]})
             mapped = code_pb2.INTERNAL, f"internal error in {method}: {type(error).__name__}", []
-        _abort(context, *mapped)
+        abort(context, *mapped, retry_after=error.retry_after if isinstance(error, LimitError) else None)
+
+    def _feeding(self, context: grpc.ServicerContext, test_ids: list[str]) -> None:
+        """Before deciding: the call's deadline has not passed, and its caller may send these tests."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            abort(context, code_pb2.DEADLINE_EXCEEDED, "the call's deadline passed before it was decided; nothing kept")
+        identity = CURRENT.get()
+        if identity is not None:
+            self.limits.feed(identity.key, test_ids)
 
     @_mapped
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
         start = time.perf_counter()
         if not request.HasField("snapshot"):
             raise InputError("snapshot", "required: the request carries no snapshot")
+        self._feeding(context, [request.snapshot.test_id])
         try:
             decision = self.guard.evaluate(present(request.snapshot))
         except InputError as error:  # fields are named from the request: snapshot.challenger.requests
@@ -124,6 +120,7 @@ class RiskServicer:
     def EvaluateBatch(
         self, request: pb.EvaluateBatchRequest, context: grpc.ServicerContext
     ) -> pb.EvaluateBatchResponse:
+        self._feeding(context, [snapshot.test_id for snapshot in request.snapshots])
         return self._batch(request)
 
     def EvaluateStream(
@@ -133,6 +130,7 @@ class RiskServicer:
             for request in requests:
                 if isinstance(request, Undecodable):
                     raise InputError("request", f"not an EvaluateBatchRequest: {excerpt(str(request.error))}")
+                self._feeding(context, [snapshot.test_id for snapshot in request.snapshots])
                 yield self._batch(request)
         except grpc.RpcError:  # the client went away
             return
@@ -142,9 +140,9 @@ class RiskServicer:
     def _batch(self, request: pb.EvaluateBatchRequest) -> pb.EvaluateBatchResponse:
         """One batch: each snapshot's decision or error, in order; the log's trouble fails it whole."""
         start = time.perf_counter()
-        count = len(request.snapshots)
-        if count > MAX_BATCH:
-            raise InputError("snapshots", f"at most {MAX_BATCH} snapshots in one batch, got {count}: split it")
+        count, most = len(request.snapshots), self.limits.settings.items_per_batch
+        if count > most:
+            raise InputError("snapshots", f"at most {most} snapshots in one batch, got {count}: split it")
         outcomes = self.guard.evaluate_many([present(snapshot) for snapshot in request.snapshots])
         response = pb.EvaluateBatchResponse()
         errors = 0
@@ -172,6 +170,20 @@ class RiskServicer:
 
     @_mapped
     def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.ServicerContext) -> pb.GetPolicyResponse:
+        return self._policy_status()
+
+    @_mapped
+    def ReloadPolicy(self, request: pb.ReloadPolicyRequest, context: grpc.ServicerContext) -> pb.GetPolicyResponse:
+        reloader = self.guard.reloader
+        if reloader is None:
+            raise ReloadUnavailableError("this server does not reload policies (it was not started by abguard serve)")
+        reason = request.reason.strip()[:200]
+        source = f"ReloadPolicy by {known_caller() or 'an unauthenticated caller'}" + (f": {reason}" if reason else "")
+        reloaded = reloader.reload(source)
+        self._operator_action("ReloadPolicy", "", {"reason": reason, "in_force": reloaded})
+        return self._policy_status()
+
+    def _policy_status(self) -> pb.GetPolicyResponse:
         status = self.guard.policy_status()
         policy = status.active
         response = pb.GetPolicyResponse(
@@ -210,7 +222,9 @@ class RiskServicer:
     def RestartTest(self, request: pb.RestartTestRequest, context: grpc.ServicerContext) -> pb.RestartTestResponse:
         if not request.reason.strip():
             raise InputError("reason", "required: say why the test may run again (it is recorded)")
-        at = self.guard.restart(_test_id(request.test_id), request.reason)
+        test_id = _test_id(request.test_id)
+        at = self.guard.restart(test_id, restart_reason(request.reason))
+        self._operator_action("RestartTest", test_id, {"reason": request.reason[:200]})
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
         return pb.RestartTestResponse(test_id=request.test_id, test_status=pb.TEST_STATUS_RUNNING, restarted_at=stamp)
 
@@ -244,7 +258,7 @@ class RiskServicer:
     @_mapped
     def RollbackTest(self, request: pb.RollbackTestRequest, context: grpc.ServicerContext) -> pb.Rollback:
         reason = _required(request.reason, "reason", "say why the test is rolled back (it is recorded)")
-        who = _required(request.requested_by, "requested_by", "who asks for the rollback (it is recorded)")
+        who = requester(request.requested_by)
         asked = self.guard.now()
         record = self.guard.rollback(_test_id(request.test_id), reason, who)
         if self.metrics is not None and record.opened_at >= asked:  # not the record of an earlier rollback
@@ -253,7 +267,13 @@ class RiskServicer:
             self.log(
                 {"event": "manual_rollback", "test_id": record.test_id, "rollback_id": record.rollback_id, "by": who}
             )
+        self._operator_action("RollbackTest", record.test_id, {"rollback_id": record.rollback_id})
         return _rollback(record, self.guard.now())
+
+    def _operator_action(self, method: str, test_id: str, detail: dict[str, Any]) -> None:
+        """Every operator action in the service log with the identity that did it (the audit of the guard)."""
+        if self.log is not None:
+            self.log(operator_action(method, test_id, detail))
 
     @_mapped
     def ListDecisions(
@@ -272,16 +292,23 @@ class RiskServicer:
         return response
 
     def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:
-        watcher = self._open_watch(request, context)
-        try:
-            for decision in self.guard.stream(watcher, context.is_active):
-                yield fill(pb.Decision(), decision)  # type: ignore[misc]
-        except Exception as error:  # mapped like the unary calls: never UNKNOWN
-            self._fail(context, "WatchDecisions", error)
-        finally:
-            self._watch_slots.release()
+        identity = CURRENT.get()
+        with contextlib.ExitStack() as held:
+            if identity is not None:
+                try:
+                    held.enter_context(self.limits.watching(identity.key))
+                except LimitError as error:
+                    self._fail(context, "WatchDecisions", error)
+            watcher = self._open_watch(request, context)
+            try:
+                for decision in self.guard.stream(watcher, context.is_active):
+                    yield fill(pb.Decision(), decision)  # type: ignore[misc]
+            except Exception as error:  # mapped like the unary calls: never UNKNOWN
+                self._fail(context, "WatchDecisions", error)
+            finally:
+                self._watch_slots.release()
         if watcher.dropped:
-            _abort(context, code_pb2.RESOURCE_EXHAUSTED, "watcher fell too far behind; reconnect")
+            abort(context, code_pb2.RESOURCE_EXHAUSTED, "watcher fell too far behind; reconnect")
 
     @_mapped
     def _open_watch(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Watcher:
@@ -339,14 +366,20 @@ _MAKERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
 }
 
 
-def _handlers(servicer: RiskServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The RiskService's method handlers, as the generated code builds them but with lenient decoding."""
+def _handlers(
+    servicer: RiskServicer, gate: Gate | None = None, peer_of: PeerOf = certificate_peer
+) -> dict[str, grpc.RpcMethodHandler]:
+    """The RiskService's method handlers, as the generated code builds them but with lenient decoding,
+    each behind the gate when there is one."""
     handlers = {}
     for method in SERVICE.methods:
         request, reply = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
         make = _MAKERS[(method.client_streaming, method.server_streaming)]
+        behavior = getattr(servicer, method.name)
+        if gate is not None:
+            behavior = guarded(gate, method.name, behavior, method.server_streaming, peer_of)
         handlers[method.name] = make(
-            getattr(servicer, method.name),
+            behavior,
             request_deserializer=_lenient(request.FromString),
             response_serializer=reply.SerializeToString,
         )
@@ -360,16 +393,24 @@ def create_server(
     log: Log | None = None,
     metrics: Metrics | None = None,
     reuse_port: bool = False,
+    gate: Gate | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A ready (not yet started) server bound to `address`; port 0 picks a free port. `reuse_port`: other
-    processes (serve --processes) listen on the same port and the kernel spreads connections over them."""
+    processes (serve --processes) listen on the same port and the kernel spreads connections over them.
+    `gate`: who may call what, and the limits (engine/security); without one every caller may do anything."""
+    limits = gate.limits if gate is not None else Limits(LimitSettings())
+    size = limits.settings.request_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
-        options=[("grpc.so_reuseport", int(reuse_port)), ("grpc.max_connection_age_ms", 300_000)],
+        options=[
+            ("grpc.so_reuseport", int(reuse_port)),
+            ("grpc.max_connection_age_ms", 300_000),
+            ("grpc.max_receive_message_length", size),  # a larger request is RESOURCE_EXHAUSTED, unread
+        ],
         interceptors=[metrics.interceptor()] if metrics is not None else None,
     )
     # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing
-    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4), metrics))
+    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4), metrics, limits), gate)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
     health_servicer = health.HealthServicer()

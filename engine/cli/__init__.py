@@ -23,6 +23,7 @@ VERBS = {
     "audit": "audit",
     "rollback": "rollback",
     "rollbacks": "rollback",
+    "auth": "auth",
 }
 
 

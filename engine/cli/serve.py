@@ -26,6 +26,8 @@ from ..integrations.alertmanager import Alert, Severity
 from ..metrics import Metrics
 from ..policy.model import Policy
 from ..policy.policyset import DEFAULT_PROFILE
+from ..security.config import AuthFileError, load_auth, no_auth
+from ..security.gate import Gate
 from ..service import Guard, Rollbacks
 from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
@@ -44,6 +46,10 @@ if TYPE_CHECKING:  # each of these is imported where used: a service without it 
     from ..store.rollbacks import RollbackRecords
 
 OK, FINDINGS, USAGE = 0, 1, 2
+OPEN_WARNING = (
+    "no --auth file: anyone who reaches the port may evaluate, roll back, restart and read every test;"
+    " give one (README 'Who may do what') before the service is reachable from other hosts"
+)
 GRACE_SECONDS = 10.0
 SIGNAL_POLL_SECONDS = 0.05  # how soon the main thread sees a signal the handler noted
 
@@ -101,6 +107,11 @@ def add_parsers(commands: Any) -> None:
     serve.add_argument(
         "--workers", type=_workers, default=env_default("WORKERS", "16"), help="RPC threads (ABGUARD_WORKERS)"
     )
+    serve.add_argument(
+        "--auth", default=env_default("AUTH", None), metavar="FILE",
+        help="who may do what: tokens, JWT rules, mTLS clients, roles and limits (README 'Who may do what');"
+        " without it anyone who reaches the port may do anything (ABGUARD_AUTH)",
+    )  # fmt: skip
     serve.add_argument(
         "--flags", default=env_default("FLAGS", None), metavar="FILE",
         help="feature-flag provider config (YAML) that rollbacks flip (ABGUARD_FLAGS)",
@@ -164,6 +175,9 @@ def _serve_one(args: argparse.Namespace) -> int:
     policy = load_policy(args.policies, args.profile, args.env)
     if policy is None:
         return FINDINGS
+    gate = _gate(args)
+    if gate is None:
+        return USAGE
     try:
         log = _open_log(args)
     except (LogOpenError, ValueError) as error:
@@ -179,15 +193,9 @@ def _serve_one(args: argparse.Namespace) -> int:
     guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared)  # tests load on first use
     metrics = Metrics(guard)
     try:
-        server, port, health = create_server(guard, args.listen, args.workers, log_event, metrics, args.reuse_port)
-    except (OSError, RuntimeError) as error:
-        print(f"abguard serve: cannot listen on {args.listen}: {error}", file=sys.stderr)
-        guard.close()
-        return USAGE
-    try:
-        web = _http_server(args, guard, metrics)
-    except OSError as error:
-        print(f"abguard serve: cannot listen on {args.http} (--http): {error}", file=sys.stderr)
+        server, port, health, web = _listeners(args, guard, metrics, gate)
+    except _CannotListen as error:
+        print(f"abguard serve: {error}", file=sys.stderr)
         guard.close()
         return USAGE
     stop = threading.Event()  # set by the rebuild when it cannot finish, or on a signal
@@ -195,7 +203,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     server.start()  # the port is open at once (health NOT_SERVING): a long rebuild is not a dead service
     if web is not None:
         web.start()
-    _announce(args, policy, port, web, log.path, shared)
+    _announce(args, policy, port, web, log.path, shared, gate)
     failed: list[tuple[int, str]] = []  # the exit code and line of a start that could not finish
     rebuilder = threading.Thread(target=_warm, args=(guard, log.path, stop, failed), name="abguard-warm", daemon=True)
     rebuilder.start()
@@ -215,6 +223,36 @@ def _serve_one(args: argparse.Namespace) -> int:
         print(failed[0][1], file=sys.stderr)
         return failed[0][0]
     return OK
+
+
+def _gate(args: argparse.Namespace) -> Gate | None:
+    """Who may do what (--auth), or None after printing why the file cannot be used."""
+    try:
+        return Gate(load_auth(args.auth) if args.auth else no_auth(), log_event)
+    except AuthFileError as error:
+        print(f"abguard serve: --auth: {error}", file=sys.stderr)
+        return None
+
+
+class _CannotListen(Exception):
+    """A port that cannot be bound: the message names the flag and the address."""
+
+
+def _listeners(
+    args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate
+) -> tuple[grpc.Server, int, Any, HttpServer | None]:
+    """The gRPC server and the HTTP one (--http), bound, not started."""
+    try:
+        server, port, health = create_server(
+            guard, args.listen, args.workers, log_event, metrics, args.reuse_port, gate
+        )
+    except (OSError, RuntimeError) as error:
+        raise _CannotListen(f"cannot listen on {args.listen}: {error}") from None
+    try:
+        return server, port, health, _http_server(args, guard, metrics, gate)
+    except OSError as error:
+        server.stop(None)
+        raise _CannotListen(f"cannot listen on {args.http} (--http): {error}") from None
 
 
 def _shut_down(
@@ -250,13 +288,13 @@ def _integrations(args: argparse.Namespace, policy: Policy) -> tuple[Rollbacks, 
         raise
 
 
-def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics) -> HttpServer | None:
+def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate) -> HttpServer | None:
     """The HTTP/JSON server on --http (bound, not started), or None without it."""
     if not args.http:
         return None
     from ..http import HttpServer, create_app  # noqa: PLC0415  # starlette and uvicorn only with --http
 
-    return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4)), args.http)
+    return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4), gate), args.http)
 
 
 def _shared_records(args: argparse.Namespace) -> RollbackRecords | None:
@@ -298,9 +336,10 @@ def _noted_signals() -> list[int]:
 
 
 def _announce(
-    args: argparse.Namespace, policy: Policy, port: int, web: HttpServer | None, log: str, shared: RedisStates | None
-) -> None:
-    """The first line: where the service listens and what it decides with."""
+    args: argparse.Namespace, policy: Policy, port: int, web: HttpServer | None, log: str, shared: RedisStates | None,
+    gate: Gate,
+) -> None:  # fmt: skip
+    """The first line: where the service listens, what it decides with, and who may call."""
     host = args.listen.rsplit(":", 1)[0]
     log_event(
         {
@@ -315,6 +354,10 @@ def _announce(
             "log": log,
             "state": shared.where if shared is not None else None,
             "compiled": is_compiled(),  # the core built by mypyc (setup.py), or interpreted
+            "auth": {"file": gate.config.source, **gate.config.summary, "open": sorted(gate.config.open)}
+            if gate.enforcing
+            else None,
+            **({} if gate.enforcing else {"warning": OPEN_WARNING}),
         }
     )
 

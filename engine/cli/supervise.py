@@ -86,7 +86,7 @@ def _argv(args: argparse.Namespace, listen: str, index: int) -> list[str]:
     argv = ["serve", "--listen", listen, "--processes", "1", "--reuse-port", "--workers", str(args.workers)]
     for flag, value in (
         ("--data-dir", args.data_dir), ("--log", args.log), ("--state", args.state),
-        ("--policies", args.policies), ("--profile", args.profile), ("--env", args.env),
+        ("--policies", args.policies), ("--profile", args.profile), ("--env", args.env), ("--auth", args.auth),
         ("--flags", args.flags), ("--alertmanager", args.alertmanager), ("--notify-webhook", args.notify_webhook),
     ):  # fmt: skip
         if value:

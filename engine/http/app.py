@@ -6,6 +6,7 @@ status of the same gRPC code; nothing else. Blocking handlers run in Starlette's
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,17 +22,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api.errors import TooManyWatchersError
+from ..api.errors import ReloadUnavailableError, TooManyWatchersError
 from ..api.paging import cursor, page_token
-from ..contract import Action, InputError
+from ..contract import Action, InputError, format_time
 from ..metrics import Metrics
+from ..security.gate import CURRENT, Gate, known_caller, operator_action, requester, restart_reason
+from ..security.identity import Peer
+from ..security.limits import LimitError, Limits, LimitSettings
+from ..security.roles import ROLES, Permission
 from ..service import Guard, UnknownTestError
+from ..store import Record
+from .access import COOKIE, HEALTH, IDENTIFIED, METRICS, OPEN, HttpAccess, Need, identity_of, no_peer
 from .dashboard import risk_dashboard
 from .openapi import document
 from .problem import problem, problem_of
 from .verdicts import HOOKS, Latest, argo_verdict, flagger_answer, flagger_test_id
 
 MAX_BODY = 1 << 20  # bytes of a request body; a snapshot is a few KB
+DRAINED = 64 << 20  # bytes of a too-large body read and dropped before answering 413
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 DASHBOARD_DECISIONS = 240  # decisions the dashboard document reads: 2 hours of 30 s snapshots
 Log = Callable[[dict[str, Any]], None]
@@ -45,29 +53,42 @@ class JSON(Response):
 
 
 def create_app(
-    guard: Guard, metrics: Metrics | None = None, log: Log | None = None, max_watchers: int = 8
-) -> Starlette:
-    api = _Api(guard, metrics, log, max_watchers)
+    guard: Guard, metrics: Metrics | None = None, log: Log | None = None, max_watchers: int = 8,
+    gate: Gate | None = None, peer_of: Callable[[Any], Peer | None] = no_peer,
+) -> Starlette:  # fmt: skip
+    """The HTTP API; `gate`: who may call which route, and the limits (without one, anyone may do anything)."""
+    api = _Api(guard, metrics, log, max_watchers, gate)
+    P = Permission  # the table reads as one: path, handler, methods, what it needs
+    table: list[tuple[str, Any, str, Need]] = [
+        ("/v1/evaluate", api.evaluate, "POST", P.EVALUATE),
+        ("/v1/whoami", api.whoami, "GET", IDENTIFIED),
+        ("/v1/session", api.open_session, "POST", IDENTIFIED),
+        ("/v1/session", api.close_session, "DELETE", OPEN),
+        ("/v1/tests", api.tests, "GET", P.READ),
+        ("/v1/policy", api.policy, "GET", P.READ),
+        ("/v1/policy/reload", api.reload, "POST", P.OPERATE),
+        ("/v1/tests/{test_id:path}/decisions", api.decisions, "GET", P.READ),
+        ("/v1/tests/{test_id:path}/audit", api.audit, "GET", P.AUDIT),
+        ("/v1/tests/{test_id:path}/rollbacks", api.rollbacks, "GET", P.READ),
+        ("/v1/tests/{test_id:path}/rollbacks/{rollback_id}/steps", api.report_step, "POST", P.REPORT),
+        ("/v1/tests/{test_id:path}/rollback", api.rollback, "POST", P.OPERATE),
+        ("/v1/tests/{test_id:path}/restart", api.restart, "POST", P.OPERATE),
+        ("/v1/tests/{test_id:path}/verdict", api.verdict, "GET", P.READ),
+        ("/v1/tests/{test_id:path}/dashboard", api.dashboard, "GET", P.READ),
+        ("/v1/tests/{test_id:path}", api.test, "GET", P.READ),
+        ("/v1/flagger/{hook}", api.flagger, "POST", P.READ),
+        ("/v1/watch", api.watch, "GET", P.READ),
+        ("/healthz", api.healthz, "GET", HEALTH),
+        ("/readyz", api.readyz, "GET", HEALTH),
+        ("/metrics", api.metrics_text, "GET", METRICS),
+        ("/openapi.json", api.openapi, "GET", OPEN),
+        ("/", api.page, "GET", OPEN),
+        ("/static/{name}", api.static, "GET", OPEN),
+    ]
+    access = HttpAccess(gate, peer_of)
     routes = [
-        Route("/v1/evaluate", api.evaluate, methods=["POST"]),
-        Route("/v1/tests", api.tests, methods=["GET"]),
-        Route("/v1/policy", api.policy, methods=["GET"]),
-        Route("/v1/tests/{test_id:path}/decisions", api.decisions, methods=["GET"]),
-        Route("/v1/tests/{test_id:path}/rollbacks", api.rollbacks, methods=["GET"]),
-        Route("/v1/tests/{test_id:path}/rollbacks/{rollback_id}/steps", api.report_step, methods=["POST"]),
-        Route("/v1/tests/{test_id:path}/rollback", api.rollback, methods=["POST"]),
-        Route("/v1/tests/{test_id:path}/restart", api.restart, methods=["POST"]),
-        Route("/v1/tests/{test_id:path}/verdict", api.verdict, methods=["GET"]),
-        Route("/v1/tests/{test_id:path}/dashboard", api.dashboard, methods=["GET"]),
-        Route("/v1/tests/{test_id:path}", api.test, methods=["GET"]),
-        Route("/v1/flagger/{hook}", api.flagger, methods=["POST"]),
-        Route("/v1/watch", api.watch, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics_text, methods=["GET"]),
-        Route("/openapi.json", api.openapi, methods=["GET"]),
-        Route("/", api.page, methods=["GET"]),
-        Route("/static/{name}", api.static, methods=["GET"]),
+        Route(path, access.protect(handler, need, f"{method} {path.replace(':path', '')}"), methods=[method])
+        for path, handler, method, need in table
     ]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
 
@@ -86,11 +107,21 @@ def _mapped(handler: Callable[[_Api, _Call], Response]) -> Callable[[_Api, Reque
     async def call(self: _Api, request: Request) -> Response:
         body: bytes | None = None
         if request.method == "POST":
-            body = await request.body()
-            if len(body) > MAX_BODY:
-                return problem(413, f"the body is {len(body)} bytes; at most {MAX_BODY}", "CONTENT_TOO_LARGE")
+            body = await _bounded_body(request, self.max_body)
+            if body is None:
+                most = self.max_body
+                return problem(413, f"the body is larger than {most} bytes, the most allowed", "CONTENT_TOO_LARGE")
+        identity = identity_of(request)
+
+        def run() -> Response:  # in the pool thread, as the caller it serves
+            token = CURRENT.set(identity)
+            try:
+                return handler(self, _Call(request, body))
+            finally:
+                CURRENT.reset(token)
+
         try:
-            return await run_in_threadpool(handler, self, _Call(request, body))
+            return await run_in_threadpool(run)
         except Exception as error:
             mapped = problem_of(error)
             if mapped is not None:
@@ -134,18 +165,27 @@ class _Call:
 
 
 class _Api:
-    def __init__(self, guard: Guard, metrics: Metrics | None, log: Log | None, max_watchers: int) -> None:
+    def __init__(
+        self, guard: Guard, metrics: Metrics | None, log: Log | None, max_watchers: int, gate: Gate | None
+    ) -> None:
         self.guard = guard
         self.metrics = metrics
         self.log = log
         self.max_watchers = max_watchers
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
+        self.gate = gate
+        self.limits = gate.limits if gate is not None else Limits(LimitSettings())
+        self.max_body = min(MAX_BODY, self.limits.settings.request_bytes)
 
     # --- the operations -----------------------------------------------------------------------
     @_mapped
     def evaluate(self, call: _Call) -> Response:
         started = time.perf_counter()
-        decision = self.guard.evaluate(call.json())
+        body = call.json()
+        identity = CURRENT.get()
+        if identity is not None:
+            self.limits.feed(identity.key, [str(body.get("test_id", ""))])
+        decision = self.guard.evaluate(body)
         if self.metrics is not None:
             self.metrics.timed("http")(started)
         return JSON(decision)
@@ -164,6 +204,9 @@ class _Api:
     @_mapped
     def policy(self, call: _Call) -> Response:
         """GetPolicy over HTTP: the policy deciding now and the last one a reload refused."""
+        return self._policy_status()
+
+    def _policy_status(self) -> Response:
         status = self.guard.policy_status()
         active, rejected = status.active, status.rejected
         refused = None
@@ -213,7 +256,8 @@ class _Api:
     @_mapped
     def rollback(self, call: _Call) -> Response:
         body = call.json()
-        who = _text(body, "requested_by")
+        stated = body.get("requested_by")
+        who = requester(stated if isinstance(stated, str) else "")
         asked = self.guard.now()
         record = self.guard.rollback(_test_id(call), _text(body, "reason"), who)
         if self.metrics is not None and record.opened_at >= asked:  # not the record of an earlier rollback
@@ -222,13 +266,77 @@ class _Api:
             self.log(
                 {"event": "manual_rollback", "test_id": record.test_id, "rollback_id": record.rollback_id, "by": who}
             )
+            self.log(operator_action("POST rollback", record.test_id, {"rollback_id": record.rollback_id}))
         return JSON(record.to_dict(self.guard.now()))
 
     @_mapped
     def restart(self, call: _Call) -> Response:
-        at = self.guard.restart(_test_id(call), _text(call.json(), "reason"))
+        reason = _text(call.json(), "reason")
+        at = self.guard.restart(_test_id(call), restart_reason(reason))
+        if self.log is not None:
+            self.log(operator_action("POST restart", _test_id(call), {"reason": reason[:200]}))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
         return JSON({"test_id": _test_id(call), "test_status": "running", "restarted_at": stamp})
+
+    @_mapped
+    def reload(self, call: _Call) -> Response:
+        """ReloadPolicy over HTTP: try the policies folder now; the answer is GET /v1/policy after it."""
+        reloader = self.guard.reloader
+        if reloader is None:
+            raise ReloadUnavailableError("this server does not reload policies (it was not started by abguard serve)")
+        body = call.json() if call.body else {}
+        reason = str(body.get("reason") or "").strip()[:200]
+        source = f"POST /v1/policy/reload by {known_caller() or 'an unauthenticated caller'}"
+        in_force = reloader.reload(source + (f": {reason}" if reason else ""))
+        if self.log is not None:
+            self.log(operator_action("POST reload", "", {"reason": reason, "in_force": in_force}))
+        return self._policy_status()
+
+    @_mapped
+    def audit(self, call: _Call) -> Response:
+        """The audit trail of one test, newest first: each stored record with the snapshot it decided and
+        its place in the hash chain (`abguard audit verify` checks the same chain offline)."""
+        size = min(call.int_query("page_size", DEFAULT_PAGE) or DEFAULT_PAGE, MAX_PAGE)
+        token = call.query.get("page_token")
+        records = self.guard.decisions(_test_id(call), size + 1, cursor(token) if token else None)
+        body: dict[str, Any] = {"records": [_audit_record(r) for r in records[:size]]}
+        if len(records) > size:
+            body["next_page_token"] = page_token(records[size - 1].seq)
+        return JSON(body)
+
+    # --- who is calling -------------------------------------------------------------------------
+    async def whoami(self, request: Request) -> Response:
+        """The caller's identity, roles and permissions: what the dashboard shows and enables."""
+        identity = identity_of(request)
+        if identity is None:  # no auth file: anyone may do anything
+            return JSON({"identity": None, "via": "anonymous", "roles": sorted(ROLES), "permissions": _all()})
+        permissions = sorted(p.value for p in identity.permissions)
+        return JSON(
+            {
+                "identity": identity.name,
+                "via": identity.via,
+                "roles": sorted(identity.roles),
+                "permissions": permissions,
+            }
+        )
+
+    async def open_session(self, request: Request) -> Response:
+        """The dashboard's sign-in: the bearer token just checked becomes an HttpOnly, SameSite=Strict cookie."""
+        header = request.headers.get("authorization", "")
+        identity = identity_of(request)
+        if identity is None or not header.lower().startswith("bearer "):
+            return problem(400, "send the token as Authorization: Bearer <token> to open a session", "INVALID_ARGUMENT")
+        response = await self.whoami(request)
+        response.set_cookie(
+            COOKIE, header.split(" ", 1)[1].strip(), httponly=True, samesite="strict",
+            secure=request.url.scheme == "https", path="/", max_age=12 * 3600,
+        )  # fmt: skip
+        return response
+
+    async def close_session(self, request: Request) -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     # --- what the controllers read ------------------------------------------------------------
     @_mapped
@@ -269,13 +377,22 @@ class _Api:
         for index, word in enumerate(actions):
             if word not in {a.value for a in Action}:
                 return problem(400, f"{word[:40]!r} is not an action", "INVALID_ARGUMENT", [(f"action[{index}]", word)])
+        identity = identity_of(request)
+        held = contextlib.ExitStack()
+        if identity is not None:
+            try:
+                held.enter_context(self.limits.watching(identity.key))
+            except LimitError as error:
+                return problem_of(error) or problem(429, str(error), "RESOURCE_EXHAUSTED")
         if not self._watch_slots.acquire(blocking=False):
-            error = TooManyWatchersError(f"{self.max_watchers} watch streams are open, the most allowed; retry later")
-            return problem_of(error) or problem(429, str(error), "RESOURCE_EXHAUSTED")
+            held.close()
+            full = TooManyWatchersError(f"{self.max_watchers} watch streams are open, the most allowed; retry later")
+            return problem_of(full) or problem(429, str(full), "RESOURCE_EXHAUSTED")
         try:
             watcher = self.guard.watch(frozenset(request.query_params.getlist("test_id")), frozenset(actions))
         except Exception as error:
             self._watch_slots.release()
+            held.close()
             return problem_of(error) or problem(500, "internal error in watch", "INTERNAL")
         alive = threading.Event()
         alive.set()
@@ -286,6 +403,7 @@ class _Api:
                     yield {"event": "decision", "id": decision["decision_id"], "data": orjson.dumps(decision).decode()}
             finally:
                 self._watch_slots.release()
+                held.close()
 
         return EventSourceResponse(events(), ping=15, client_close_handler_callable=_closer(alive))
 
@@ -336,6 +454,35 @@ class _Api:
             test_id, decision["action"], decision["risk_score"], decision["risk_level"], decision["reason"],
             view.test_status, decision.get("policy") or self._policy(),
         )  # fmt: skip
+
+
+async def _bounded_body(request: Request, most: int) -> bytes | None:
+    """The body, held no further than `most` bytes: None when it is longer. A longer body is read on
+    and dropped up to DRAINED bytes, so the client, still sending, reads our 413 instead of a reset;
+    past that the connection is closed on it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAINED:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > DRAINED:
+            return None
+        if size <= most:
+            chunks.append(chunk)
+    return b"".join(chunks) if size <= most else None
+
+
+def _audit_record(record: Record) -> dict[str, Any]:
+    return {
+        "seq": record.seq, "test_id": record.test_id, "received_at": format_time(record.received_at),
+        "prev_hash": record.prev_hash, "hash": record.hash, "snapshot": record.snapshot, "decision": record.decision,
+    }  # fmt: skip
+
+
+def _all() -> list[str]:
+    return sorted(p.value for p in Permission)
 
 
 def _closer(alive: threading.Event) -> Callable[[Any], Any]:

@@ -134,6 +134,32 @@ def document() -> dict[str, Any]:
             "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {
                 "schema": {"type": "string"}}}}, **_errors(400, 429, 503)},
         }},
+        "/v1/whoami": {"get": {
+            "summary": "The caller's identity, roles and permissions", "operationId": "whoami",
+            "responses": {"200": _json(_ref("Identity"), "who is calling"), **_errors(401, 429)},
+        }},
+        "/v1/session": {
+            "post": {"summary": "The dashboard's sign-in: the bearer token becomes an HttpOnly cookie",
+                     "operationId": "openSession",
+                     "responses": {"200": _json(_ref("Identity"), "signed in"), **_errors(400, 401, 429)}},
+            "delete": {"summary": "Sign out: the cookie is cleared", "operationId": "closeSession",
+                       "security": [], "responses": {"204": {"description": "signed out"}}},
+        },
+        "/v1/policy/reload": {"post": {
+            "summary": "Reload the policies folder now, as SIGHUP does (operator); answers GET /v1/policy after it",
+            "operationId": "reloadPolicy",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": {"type": "string"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "the policy in force after the reload"),
+                          **_errors(401, 403, 409, 429)},
+        }},
+        "/v1/tests/{test_id}/audit": {"get": {
+            "summary": "A test's audit trail (auditor): stored records with snapshots and hash chain, newest first",
+            "operationId": "auditTrail", "parameters": [_TEST_ID, *_PAGE],
+            "responses": {"200": _json({"type": "object", "required": ["records"], "properties": {
+                "records": {"type": "array", "items": _ref("AuditRecord")},
+                "next_page_token": {"type": "string"}}}, "a page of records"), **_errors(400, 401, 403, 404, 503)},
+        }},
         "/healthz": {"get": {"summary": "Liveness: 200 while the process serves HTTP", "operationId": "healthz",
                              "responses": {"200": _json({"type": "object"}, "alive")}}},
         "/readyz": {"get": {"summary": "Readiness: 503 while the log or the shared state cannot be written",
@@ -187,6 +213,14 @@ def document() -> dict[str, Any]:
             "action": {"enum": [*_ACTIONS, None]}, "reason": {"type": "string"}}},
         "PolicyRef": {"type": "object", "properties": {
             "name": {"type": "string"}, "version": {"type": "integer"}, "digest": {"type": "string"}}},
+        "Identity": {"type": "object", "required": ["identity", "via", "roles", "permissions"], "properties": {
+            "identity": {"type": ["string", "null"]}, "via": {"enum": ["token", "jwt", "mtls", "anonymous"]},
+            "roles": {"type": "array", "items": {"enum": ["gateway", "operator", "auditor", "viewer"]}},
+            "permissions": {"type": "array", "items": {"type": "string"}}}},
+        "AuditRecord": {"type": "object", "required": ["seq", "test_id", "hash", "snapshot", "decision"], "properties": {
+            "seq": {"type": "integer"}, "test_id": {"type": "string"},
+            "received_at": {"type": "string", "format": "date-time"}, "prev_hash": {"type": "string"},
+            "hash": {"type": "string"}, "snapshot": _ref("Snapshot"), "decision": _ref("Decision")}},
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}, "code": {"type": "string"},
@@ -197,5 +231,23 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "abguard", "version": VERSION, "description": "Guarding ML model A/B tests over HTTP/JSON"},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a static token (abguard auth token) or a JWT from the auth file's issuer",
+                },
+                "clientCertificate": {"type": "mutualTLS", "description": "a client certificate the auth file maps"},
+                "dashboardCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "abguard_token",
+                    "description": "set by POST /v1/session; changes also need X-Abguard-Dashboard: 1",
+                },
+            },
+        },
+        # with an auth file (serve --auth); health, metrics (unless closed), this document and the page stay open
+        "security": [{"bearer": []}, {"clientCertificate": []}, {"dashboardCookie": []}],
     }

@@ -13,17 +13,24 @@ from ..api.errors import status_of
 PROBLEM = "application/problem+json"
 HTTP_OF = {
     code_pb2.INVALID_ARGUMENT: 400,
+    code_pb2.UNAUTHENTICATED: 401,
+    code_pb2.PERMISSION_DENIED: 403,
     code_pb2.NOT_FOUND: 404,
     code_pb2.FAILED_PRECONDITION: 409,
     code_pb2.RESOURCE_EXHAUSTED: 429,
     code_pb2.UNAVAILABLE: 503,
     code_pb2.INTERNAL: 500,
+    code_pb2.DEADLINE_EXCEEDED: 504,
 }
-TITLE = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 413: "Content Too Large", 429: "Too Many Requests",
-         500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+TITLE = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
+         413: "Content Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+         503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
 
 
-def problem(status: int, detail: str, code: str, errors: list[tuple[str, str]] = (), **extra: Any) -> Response:  # type: ignore[assignment]
+def problem(
+    status: int, detail: str, code: str, errors: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    headers: dict[str, str] | None = None, **extra: Any,
+) -> Response:  # fmt: skip
     """One problem document; `errors` name the fields to blame (`challenger.requests`)."""
     body: dict[str, Any] = {
         "type": f"https://abguard.dev/problems/{code.lower().replace('_', '-')}",
@@ -35,7 +42,8 @@ def problem(status: int, detail: str, code: str, errors: list[tuple[str, str]] =
     if errors:
         body["errors"] = [{"field": field, "message": message[:500]} for field, message in errors[:50]]
     body.update(extra)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    if headers is None and status in (429, 503):
+        headers = {"Retry-After": "1"}
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 

@@ -1,0 +1,1 @@
+"""Who may do what: transport security, identities, roles and per-identity limits."""
