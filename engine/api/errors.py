@@ -13,6 +13,10 @@ from ..service import RebuildingError, RollbacksUnavailableError, UnknownRollbac
 from ..store import LogError
 
 
+class DeadlinePassedError(RuntimeError):
+    """The caller's deadline passed before the work began: nothing is done, DEADLINE_EXCEEDED."""
+
+
 class ReloadUnavailableError(RuntimeError):
     """ReloadPolicy on a server that keeps no reloader (tests, embedded use): FAILED_PRECONDITION."""
 
@@ -38,6 +42,8 @@ def status_of(error: Exception) -> tuple[int, str, list[tuple[str, str]]] | None
         return code_pb2.FAILED_PRECONDITION, str(error), []
     if isinstance(error, (TooManyWatchersError, LimitError)):
         return code_pb2.RESOURCE_EXHAUSTED, str(error), []
+    if isinstance(error, DeadlinePassedError):
+        return code_pb2.DEADLINE_EXCEEDED, str(error), []
     if isinstance(error, ReloadUnavailableError):
         return code_pb2.FAILED_PRECONDITION, str(error), []
     if isinstance(error, sqlite3.Error):  # the rollback records cannot be read or written now: retryable

@@ -24,7 +24,7 @@ from ..security.limits import LimitError, Limits, LimitSettings
 from ..service import Guard, Watcher
 from .access import PeerOf, abort, certificate_peer, guarded
 from .convert import enum_number, enum_word, fill, present
-from .errors import ReloadUnavailableError, TooManyWatchersError, status_of
+from .errors import DeadlinePassedError, ReloadUnavailableError, TooManyWatchersError, status_of
 from .paging import cursor, page_token
 from .v1 import risk_pb2 as pb
 
@@ -83,7 +83,7 @@ class RiskServicer:
         """Before deciding: the call's deadline has not passed, and its caller may send these tests."""
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            abort(context, code_pb2.DEADLINE_EXCEEDED, "the call's deadline passed before it was decided; nothing kept")
+            raise DeadlinePassedError("the call's deadline passed before it was decided; nothing was kept")
         identity = CURRENT.get()
         if identity is not None:
             self.limits.feed(identity.key, test_ids)

@@ -112,7 +112,7 @@ def load_auth(path: str | Path) -> AuthConfig:
     except OSError as error:
         raise AuthFileError(f"{path}: cannot read it: {error.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise AuthFileError(f"{path}: not YAML: {str(error)[:300]}") from None
+        raise AuthFileError(f"{path}: not YAML: {' '.join(str(error).split())[:300]}") from None
     data = {} if data is None else data
     problems = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
     if problems:
