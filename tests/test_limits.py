@@ -146,6 +146,7 @@ def test_watch_streams_are_counted_per_identity(serve: Any) -> None:
     served = serve(watch_streams_per_identity=1)
     md = [("authorization", f"Bearer {GATEWAY}")]
     first = served.stub.WatchDecisions(pb.WatchDecisionsRequest(), metadata=md, timeout=30)
+
     def read() -> None:
         with contextlib.suppress(grpc.RpcError):  # CANCELLED when the test lets go of it
             for _ in first:
