@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from ..contract import InputError, excerpt
 from ..metrics import Metrics
 from ..rollback.process import Rollback
-from ..security.gate import CURRENT, Gate, known_caller, operator_action, requester, restart_reason
+from ..security.gate import Gate, known_caller, limited_caller, operator_action, requester, restart_reason
 from ..security.limits import LimitError, Limits, LimitSettings
 from ..service import Guard, Watcher
 from .access import PeerOf, abort, certificate_peer, guarded
@@ -84,7 +84,7 @@ class RiskServicer:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlinePassedError("the call's deadline passed before it was decided; nothing was kept")
-        identity = CURRENT.get()
+        identity = limited_caller()
         if identity is not None:
             self.limits.feed(identity.key, test_ids)
 
@@ -292,7 +292,7 @@ class RiskServicer:
         return response
 
     def WatchDecisions(self, request: pb.WatchDecisionsRequest, context: grpc.ServicerContext) -> Iterator[pb.Decision]:
-        identity = CURRENT.get()
+        identity = limited_caller()
         with contextlib.ExitStack() as held:
             if identity is not None:
                 try:

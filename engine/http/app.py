@@ -26,7 +26,7 @@ from ..api.errors import ReloadUnavailableError, TooManyWatchersError
 from ..api.paging import cursor, page_token
 from ..contract import Action, InputError, format_time
 from ..metrics import Metrics
-from ..security.gate import CURRENT, Gate, known_caller, operator_action, requester, restart_reason
+from ..security.gate import CURRENT, Gate, known_caller, limited_caller, operator_action, requester, restart_reason
 from ..security.identity import Peer
 from ..security.limits import LimitError, Limits, LimitSettings
 from ..security.roles import ROLES, Permission
@@ -182,7 +182,7 @@ class _Api:
     def evaluate(self, call: _Call) -> Response:
         started = time.perf_counter()
         body = call.json()
-        identity = CURRENT.get()
+        identity = limited_caller()
         if identity is not None:
             self.limits.feed(identity.key, [str(body.get("test_id", ""))])
         decision = self.guard.evaluate(body)
@@ -379,7 +379,7 @@ class _Api:
                 return problem(400, f"{word[:40]!r} is not an action", "INVALID_ARGUMENT", [(f"action[{index}]", word)])
         identity = identity_of(request)
         held = contextlib.ExitStack()
-        if identity is not None:
+        if identity is not None and identity.via != "anonymous":  # per-identity limits count known callers
             try:
                 held.enter_context(self.limits.watching(identity.key))
             except LimitError as error:

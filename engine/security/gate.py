@@ -80,6 +80,12 @@ class Gate:
             self._log({"event": event, "call": what, "identity": who, "why": why[:300]})
 
 
+def limited_caller() -> Identity | None:
+    """The current call's identity when per-identity limits count it: a known one (an auth file)."""
+    identity = CURRENT.get()
+    return identity if identity is not None and identity.via != "anonymous" else None
+
+
 def known_caller() -> str | None:
     """The current call's identity when the server knows who calls (an auth file), else None."""
     identity = CURRENT.get()
