@@ -9,6 +9,7 @@ role a call needs is PERMISSION_DENIED (engine/security/gate.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ class Identity:
 
     @property
     def permissions(self) -> frozenset[Permission]:
-        return frozenset(p for role in self.roles for p in ROLES.get(role, ()))
+        return _granted(self.roles)
 
     @property
     def key(self) -> str:
@@ -92,6 +93,12 @@ class JwtRules:
     roles_claim: str
     name_claim: str
     leeway_seconds: float
+
+
+@functools.cache
+def _granted(roles: frozenset[str]) -> frozenset[Permission]:
+    """What a set of roles may do: asked on every call, and there are few distinct sets."""
+    return frozenset(p for role in roles for p in ROLES.get(role, ()))
 
 
 def new_token() -> str:
