@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -25,6 +25,9 @@ from .convert import enum_number, enum_word, fill, present
 from .errors import TooManyWatchersError, status_of
 from .paging import cursor, page_token
 from .v1 import risk_pb2 as pb
+
+if TYPE_CHECKING:  # cryptography loads only with --tls-cert
+    from ..security.tls import ServerTls
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
 DEFAULT_PAGE, MAX_PAGE = 50, 500
@@ -360,9 +363,11 @@ def create_server(
     log: Log | None = None,
     metrics: Metrics | None = None,
     reuse_port: bool = False,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A ready (not yet started) server bound to `address`; port 0 picks a free port. `reuse_port`: other
-    processes (serve --processes) listen on the same port and the kernel spreads connections over them."""
+    processes (serve --processes) listen on the same port and the kernel spreads connections over them.
+    `tls`: the port speaks TLS only (mTLS with a client CA), its certificate reloaded from disk."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abguard-rpc"),
         options=[("grpc.so_reuseport", int(reuse_port)), ("grpc.max_connection_age_ms", 300_000)],
@@ -375,7 +380,7 @@ def create_server(
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
 
