@@ -326,13 +326,18 @@ def test_client_verbs_speak_tls_with_a_ca_and_send_the_token(
     client = authority.client("ops")
     assert main(["health", *ca, "--tls-cert", str(client.cert)]) == 2
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+    assert main(["health", *ca, "--tls-server-name", "localhost"]) == 0  # a name the certificate carries
+    assert main(["health", *ca, "--tls-server-name", "abguard.example", "--timeout", "1"]) == 1  # one it does not
+    capsys.readouterr()
     assert main(["rollbacks", *ca]) == 1  # reached over TLS: this server was built without rollback records
     assert "FAILED_PRECONDITION: this service keeps no rollback records" in capsys.readouterr().err
 
     from engine.cli.client import open_channel
     from engine.cli.common import UsageError
 
-    parsed = argparse.Namespace(server=served.target, tls_ca=str(authority.cert), tls_cert=None, tls_key=None)
+    parsed = argparse.Namespace(
+        server=served.target, tls_ca=str(authority.cert), tls_cert=None, tls_key=None, tls_server_name=None
+    )
     parsed.token = "s3cret"
     with open_channel(parsed) as channel:
         answer = json.loads(channel.unary_unary(WHO)(b"", timeout=5))
@@ -351,7 +356,9 @@ def test_the_token_goes_on_a_plaintext_channel_too(tmp_path: Path) -> None:
     handler = grpc.unary_unary_rpc_method_handler(_who)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("abguard.test.Peer", {"Who": handler}),))
     server.start()
-    args = argparse.Namespace(server=f"127.0.0.1:{port}", tls_ca=None, tls_cert=None, tls_key=None, token="t0k")
+    args = argparse.Namespace(
+        server=f"127.0.0.1:{port}", tls_ca=None, tls_cert=None, tls_key=None, tls_server_name=None, token="t0k"
+    )
     try:
         with open_channel(args) as channel:
             answer = json.loads(channel.unary_unary(WHO)(b"", timeout=5))
@@ -412,3 +419,16 @@ def _serving(target: str, credentials: grpc.ChannelCredentials) -> bool:
         return bool(health(target, credentials) == SERVING)
     except grpc.RpcError:
         return False
+
+
+def test_serve_processes_forwards_the_tls_flags_to_each_process(authority: Authority) -> None:
+    """`serve --processes N` starts each child with the same certificate, key and client CA."""
+    from engine.cli import build_parser
+    from engine.cli.supervise import _argv
+
+    pair = authority.server()
+    tls = ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key), "--tls-client-ca", str(authority.cert)]
+    args = build_parser("serve").parse_args(["serve", "--processes", "2", "--log", "postgresql://x/y", *tls])
+    for index in (0, 1):
+        argv = _argv(args, "127.0.0.1:50051", index)
+        assert [argv[argv.index(flag) + 1] for flag in tls[::2]] == tls[1::2]

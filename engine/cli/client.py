@@ -28,6 +28,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         help="the client certificate's private key (ABGUARD_TLS_CLIENT_KEY)",
     )  # fmt: skip
     group.add_argument(
+        "--tls-server-name", default=env_default("TLS_SERVER_NAME", None), metavar="NAME",
+        help="the name the server's certificate must carry when it is not --server's host,"
+        " e.g. a probe inside the pod dialling 127.0.0.1 (ABGUARD_TLS_SERVER_NAME)",
+    )  # fmt: skip
+    group.add_argument(
         "--token", default=env_default("TOKEN", None), metavar="TOKEN",
         help="bearer token sent with every call; prefer ABGUARD_TOKEN, which no process list shows",
     )  # fmt: skip
@@ -38,7 +43,7 @@ def open_channel(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = 
     carries `authorization: Bearer <token>` (an interceptor, so a plaintext local dev server gets it too)."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together (ABGUARD_TLS_CLIENT_CERT, ABGUARD_TLS_CLIENT_KEY)")
-    if args.tls_ca or args.tls_cert:
+    if args.tls_ca or args.tls_cert or args.tls_server_name:
         from ..security.tls import channel_credentials  # noqa: PLC0415  # cryptography only with TLS
 
         try:
@@ -46,7 +51,8 @@ def open_channel(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = 
             credentials = channel_credentials(*paths)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        channel = grpc.secure_channel(args.server, credentials, options=list(options))
+        name = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+        channel = grpc.secure_channel(args.server, credentials, options=[*options, *name])
     else:
         channel = grpc.insecure_channel(args.server, options=list(options))
     return grpc.intercept_channel(channel, _Bearer(args.token)) if args.token else channel
