@@ -4,6 +4,7 @@ certificate replaced on disk while they run."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
 import json
 import os
@@ -21,6 +22,10 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -97,7 +102,9 @@ def served(tmp_path: Path, authority: Authority) -> Iterator[Served]:
 
 @pytest.fixture
 def mutual(tmp_path: Path, authority: Authority) -> Iterator[Served]:
-    running = Served(tmp_path / "data", authority.server(), authority.cert)
+    client_ca = tmp_path / "clients-ca.pem"  # a file of its own: clients trust authority.cert for the server
+    client_ca.write_bytes(authority.cert_pem)
+    running = Served(tmp_path / "data", authority.server(), client_ca)
     yield running
     running.stop()
 
@@ -262,6 +269,54 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
         assert len(mutual.events) == 2
 
 
+def test_a_replaced_client_ca_stops_trusting_the_old_one(mutual: Served, authority: Authority, tmp_path: Path) -> None:
+    """A client CA file replaced by another CA: on both ports the old CA's clients are refused and the new
+    one's accepted, with no restart (a context loaded in place would have kept trusting the old CA)."""
+    old_client = authority.client("gateway-1")
+    successor = Authority(tmp_path / "next", "next client CA")
+    new_client = successor.client("gateway-2")
+    assert mutual.tls.client_ca is not None
+    staged = mutual.tls.client_ca.with_suffix(".staged")
+    staged.write_bytes(successor.cert_pem)
+    os.replace(staged, mutual.tls.client_ca)
+    wait_until(
+        lambda: _accepted(mutual, authority.cert, new_client) and not _accepted(mutual, authority.cert, old_client),
+        "the client CA was not replaced on both ports",
+    )
+    assert who(mutual.target, channel_credentials(authority.cert, new_client.cert, new_client.key))["peer"] == {
+        "common_name": "gateway-2", "dns_names": ["gateway-2"], "uris": [],
+    }  # fmt: skip
+
+
+def _accepted(served: Served, ca: Path, client: Pair) -> bool:
+    """Whether a new gRPC call and a new HTTPS request with this client certificate both get through."""
+    try:
+        health(served.target, channel_credentials(ca, client.cert, client.key))
+        https_get(served.web.port, "/peer", ca, client)
+    except (grpc.RpcError, ssl.SSLError, ConnectionError):
+        return False
+    return True
+
+
+def _expired(folder: Path) -> Pair:
+    """A self-signed certificate whose validity ended yesterday, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=3)).not_valid_after(now - datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pair = Pair(folder / "expired.crt", folder / "expired.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return pair
+
+
 def test_bad_files_are_refused_at_start_naming_the_flag(authority: Authority, tmp_path: Path) -> None:
     """An unreadable file, a key of another certificate, a client CA that is not PEM: a ValueError naming
     the flag and the file."""
@@ -269,6 +324,7 @@ def test_bad_files_are_refused_at_start_naming_the_flag(authority: Authority, tm
     garbage = tmp_path / "ca.pem"
     garbage.write_text("not a certificate\n")
     missing = tmp_path / "missing.pem"
+    expired = _expired(tmp_path)
     cases: list[tuple[Path, Path, Path | None, str]] = [
         (missing, server.key, None, f"--tls-cert {missing}: cannot be read"),
         (server.cert, missing, None, f"--tls-key {missing}: cannot be read"),
@@ -276,6 +332,7 @@ def test_bad_files_are_refused_at_start_naming_the_flag(authority: Authority, tm
         (server.key, server.key, None, f"--tls-cert {server.key}: holds no PEM certificate"),
         (server.cert, server.cert, None, f"--tls-key {server.cert}: not an unencrypted PEM private key"),
         (server.cert, server.key, garbage, f"--tls-client-ca {garbage}: holds no PEM certificate"),
+        (expired.cert, expired.key, None, f"--tls-cert {expired.cert}: expired on "),
     ]
     for cert, key, client_ca, message in cases:
         with pytest.raises(ValueError, match=r"^--tls-") as refused:

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
@@ -142,7 +143,7 @@ class ServerTls:
             raise ValueError(f"--tls-cert {self.cert}: expired on {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
         try:
             private = serialization.load_pem_private_key(key, password=None)
-        except (ValueError, TypeError) as error:  # TypeError: encrypted
+        except (ValueError, TypeError, UnsupportedAlgorithm) as error:  # TypeError: encrypted
             raise ValueError(f"--tls-key {self.key}: not an unencrypted PEM private key: {error}") from None
         if _public(private.public_key()) != _public(leaf.public_key()):
             raise ValueError(f"--tls-key {self.key}: does not match the certificate in --tls-cert {self.cert}")
