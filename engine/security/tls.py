@@ -113,9 +113,10 @@ class ServerTls:
                 return self._loaded
             try:
                 loaded = self._load()
-            except ValueError as error:  # half-copied files end here too: the next change is tried again
-                self._refused = stamp
-                self._on_event({"event": "tls_reload_failed", "why": str(error), "kept": self._loaded.subject})
+            except Exception as error:  # half-copied files end here too: the next change is tried again
+                why = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+                self._refused = stamp  # (anything but a ValueError is a bug of ours: it must not stop serving)
+                self._on_event({"event": "tls_reload_failed", "why": why, "kept": self._loaded.subject})
                 return self._loaded
             self._stamp, self._refused = stamp, None
             if loaded.digest != self._loaded.digest:  # (touched but equal: nothing to reload)
