@@ -92,21 +92,9 @@ def abort(
     context.abort_with_status(rpc_status.to_status(status))
 
 
-def certificate_peer(context: grpc.ServicerContext) -> Peer | None:
-    """The verified client certificate's names from gRPC's auth context; None without mTLS."""
-    auth = context.auth_context()
-    names = auth.get("x509_common_name")
-    if not names:
-        return None
-    alternative = [value.decode(errors="replace") for value in auth.get("x509_subject_alternative_name", [])]
-    return _Names(names[0].decode(errors="replace"), tuple(alternative), ())
-
-
-class _Names:
-    __slots__ = ("common_name", "dns_names", "uris")
-
-    def __init__(self, common_name: str, dns_names: tuple[str, ...], uris: tuple[str, ...]) -> None:
-        self.common_name, self.dns_names, self.uris = common_name, dns_names, uris
+def no_peer(context: grpc.ServicerContext) -> Peer | None:
+    """A plaintext port has no client certificate (with TLS: engine/security/tls.grpc_peer)."""
+    return None
 
 
 def host(peer: str) -> str:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -22,11 +22,14 @@ from ..rollback.process import Rollback
 from ..security.gate import Gate, known_caller, limited_caller, operator_action, requester, restart_reason
 from ..security.limits import LimitError, Limits, LimitSettings
 from ..service import Guard, Watcher
-from .access import PeerOf, abort, certificate_peer, guarded
+from .access import PeerOf, abort, guarded, no_peer
 from .convert import enum_number, enum_word, fill, present
 from .errors import DeadlinePassedError, ReloadUnavailableError, TooManyWatchersError, status_of
 from .paging import cursor, page_token
 from .v1 import risk_pb2 as pb
+
+if TYPE_CHECKING:  # cryptography loads only with --tls-cert
+    from ..security.tls import ServerTls
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
 DEFAULT_PAGE, MAX_PAGE = 50, 500
@@ -367,7 +370,7 @@ _MAKERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
 
 
 def _handlers(
-    servicer: RiskServicer, gate: Gate | None = None, peer_of: PeerOf = certificate_peer
+    servicer: RiskServicer, gate: Gate | None = None, peer_of: PeerOf = no_peer
 ) -> dict[str, grpc.RpcMethodHandler]:
     """The RiskService's method handlers, as the generated code builds them but with lenient decoding,
     each behind the gate when there is one."""
@@ -394,10 +397,12 @@ def create_server(
     metrics: Metrics | None = None,
     reuse_port: bool = False,
     gate: Gate | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A ready (not yet started) server bound to `address`; port 0 picks a free port. `reuse_port`: other
     processes (serve --processes) listen on the same port and the kernel spreads connections over them.
-    `gate`: who may call what, and the limits (engine/security); without one every caller may do anything."""
+    `gate`: who may call what, and the limits (engine/security); without one every caller may do anything.
+    `tls`: the port speaks TLS only (mTLS with a client CA), its certificate reloaded from disk."""
     limits = gate.limits if gate is not None else Limits(LimitSettings())
     size = limits.settings.request_bytes
     server = grpc.server(
@@ -410,13 +415,18 @@ def create_server(
         interceptors=[metrics.interceptor()] if metrics is not None else None,
     )
     # watch streams each hold a worker thread: a quarter of the pool at most, so Evaluate keeps flowing
-    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4), metrics, limits), gate)
+    peer_of: PeerOf = no_peer
+    if tls is not None:
+        from ..security.tls import grpc_peer  # noqa: PLC0415  # cryptography only with TLS
+
+        peer_of = grpc_peer
+    handlers = _handlers(RiskServicer(guard, log, max(1, workers // 4), metrics, limits), gate, peer_of)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
 

@@ -15,6 +15,7 @@ import grpc
 from ..api.convert import to_dict
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
+from .client import add_connection_options, open_channel
 from .common import env_default
 
 OK, FINDINGS, USAGE = 0, 1, 2
@@ -38,6 +39,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default=env_default("SERVER", "127.0.0.1:50051"), metavar="ADDR")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    add_connection_options(parser)
 
 
 def run_rollback(args: argparse.Namespace) -> int:
@@ -53,7 +55,7 @@ def run_rollbacks(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace, verb: str, ask: Any) -> int:
     try:
-        with grpc.insecure_channel(args.server) as channel:
+        with open_channel(args) as channel:
             records = [to_dict(message) for message in ask(rpc.RiskServiceStub(channel))]
     except grpc.RpcError as error:
         code = error.code()

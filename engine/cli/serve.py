@@ -33,6 +33,7 @@ from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
+from .client import add_connection_options, open_channel
 from .common import env_default, load_policy, positive_int
 from .logging import log_event
 from .render import table_header, table_row, to_json_dict
@@ -41,6 +42,7 @@ from .supervise import supervise
 if TYPE_CHECKING:  # each of these is imported where used: a service without it does not load it at start
     from ..http import HttpServer
     from ..pull import PullConfig, Puller
+    from ..security.tls import ServerTls
     from ..store.postgres import PostgresLog
     from ..store.redis_state import RedisStates
     from ..store.rollbacks import RollbackRecords
@@ -137,6 +139,19 @@ def add_parsers(commands: Any) -> None:
         help="serving processes sharing the port (SO_REUSEPORT); more than 1 needs --log postgresql://..."
         " (ABGUARD_PROCESSES)",
     )  # fmt: skip
+    serve.add_argument(
+        "--tls-cert", default=env_default("TLS_CERT", None), metavar="FILE",
+        help="serve gRPC and --http over TLS with this PEM certificate (chain), with --tls-key;"
+        " reloaded when it changes (ABGUARD_TLS_CERT)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-key", default=env_default("TLS_KEY", None), metavar="FILE",
+        help="the certificate's PEM private key, unencrypted (ABGUARD_TLS_KEY)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-client-ca", default=env_default("TLS_CLIENT_CA", None), metavar="FILE",
+        help="mTLS: require client certificates issued by the CA(s) in this PEM file (ABGUARD_TLS_CLIENT_CA)",
+    )  # fmt: skip
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --processes
     serve.add_argument("--no-outbox", action="store_true", help=argparse.SUPPRESS)  # all but the first process
     serve.set_defaults(run=run_serve)
@@ -146,16 +161,46 @@ def add_parsers(commands: Any) -> None:
     evaluate.add_argument("--input", required=True, metavar="FILE", help="JSON lines of snapshots, or -")
     evaluate.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
     evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    add_connection_options(evaluate)
     evaluate.set_defaults(run=run_evaluate)
 
     health = commands.add_parser("health", help="exit 0 when the server answers SERVING")
     health.add_argument("--server", default=env_default("SERVER", "127.0.0.1:50051"), metavar="ADDR")
     health.add_argument("--timeout", type=float, default=3.0)
+    add_connection_options(health)
     health.set_defaults(run=run_health)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    return supervise(args) if int(args.processes) > 1 else _serve_one(args)
+    problem = _tls_problem(args)  # checked here too with --processes: children that cannot start would respawn
+    if problem is not None:
+        print(f"abguard serve: {problem}", file=sys.stderr)
+        return USAGE
+    try:
+        tls = _server_tls(args)
+    except ValueError as error:  # names the flag and the file
+        print(f"abguard serve: {error}", file=sys.stderr)
+        return USAGE
+    return supervise(args) if int(args.processes) > 1 else _serve_one(args, tls)
+
+
+def _tls_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the TLS flags as given together, if anything."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together (ABGUARD_TLS_CERT, ABGUARD_TLS_KEY): a certificate and its key"
+    if args.tls_client_ca and not args.tls_cert:
+        return "--tls-client-ca (ABGUARD_TLS_CLIENT_CA) needs --tls-cert and --tls-key: mTLS is TLS that checks clients"
+    return None
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The TLS of both transports, its files checked now, or None without --tls-cert."""
+    if not args.tls_cert:
+        return None
+    from ..security.tls import ServerTls  # noqa: PLC0415  # cryptography only with TLS
+
+    client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+    return ServerTls(Path(args.tls_cert), Path(args.tls_key), client_ca, on_event=log_event)
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -167,7 +212,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _serve_one(args: argparse.Namespace) -> int:
+def _serve_one(args: argparse.Namespace, tls: ServerTls | None) -> int:
     problem = _usage_problem(args)
     if problem is not None:
         print(f"abguard serve: {problem}", file=sys.stderr)
@@ -193,7 +238,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared)  # tests load on first use
     metrics = Metrics(guard)
     try:
-        server, port, health, web = _listeners(args, guard, metrics, gate)
+        server, port, health, web = _listeners(args, guard, metrics, gate, tls)
     except _CannotListen as error:
         print(f"abguard serve: {error}", file=sys.stderr)
         guard.close()
@@ -203,7 +248,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     server.start()  # the port is open at once (health NOT_SERVING): a long rebuild is not a dead service
     if web is not None:
         web.start()
-    _announce(args, policy, port, web, log.path, shared, gate)
+    _announce(args, policy, port, web, log.path, shared, gate, tls)
     failed: list[tuple[int, str]] = []  # the exit code and line of a start that could not finish
     rebuilder = threading.Thread(target=_warm, args=(guard, log.path, stop, failed), name="abguard-warm", daemon=True)
     rebuilder.start()
@@ -214,7 +259,7 @@ def _serve_one(args: argparse.Namespace) -> int:
         puller.start()  # its rounds wait while the guard is not serving
     reloader = _reloader(args, guard, rollbacks)
     reloader.start()
-    _wait_for_stop(stop, signals, reloader)
+    _wait_for_stop(stop, signals, reloader, tls)
     started = time.monotonic()
     reloader.stop()
     _shut_down(puller, health, guard, server, web, rollbacks, rebuilder)
@@ -239,17 +284,17 @@ class _CannotListen(Exception):
 
 
 def _listeners(
-    args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate
+    args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate, tls: ServerTls | None
 ) -> tuple[grpc.Server, int, Any, HttpServer | None]:
-    """The gRPC server and the HTTP one (--http), bound, not started."""
+    """The gRPC server and the HTTP one (--http), bound, not started, both behind the gate and TLS."""
     try:
         server, port, health = create_server(
-            guard, args.listen, args.workers, log_event, metrics, args.reuse_port, gate
+            guard, args.listen, args.workers, log_event, metrics, args.reuse_port, gate, tls
         )
     except (OSError, RuntimeError) as error:
         raise _CannotListen(f"cannot listen on {args.listen}: {error}") from None
     try:
-        return server, port, health, _http_server(args, guard, metrics, gate)
+        return server, port, health, _http_server(args, guard, metrics, gate, tls)
     except OSError as error:
         server.stop(None)
         raise _CannotListen(f"cannot listen on {args.http} (--http): {error}") from None
@@ -288,13 +333,22 @@ def _integrations(args: argparse.Namespace, policy: Policy) -> tuple[Rollbacks, 
         raise
 
 
-def _http_server(args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate) -> HttpServer | None:
+def _http_server(
+    args: argparse.Namespace, guard: Guard, metrics: Metrics, gate: Gate, tls: ServerTls | None
+) -> HttpServer | None:
     """The HTTP/JSON server on --http (bound, not started), or None without it."""
     if not args.http:
         return None
     from ..http import HttpServer, create_app  # noqa: PLC0415  # starlette and uvicorn only with --http
+    from ..http.access import no_peer  # noqa: PLC0415
 
-    return HttpServer(create_app(guard, metrics, log_event, max(1, args.workers // 4), gate), args.http)
+    peer_of = no_peer
+    if tls is not None:
+        from ..security.tls import http_peer  # noqa: PLC0415  # cryptography only with TLS
+
+        peer_of = http_peer
+    app = create_app(guard, metrics, log_event, max(1, args.workers // 4), gate, peer_of)
+    return HttpServer(app, args.http, tls)
 
 
 def _shared_records(args: argparse.Namespace) -> RollbackRecords | None:
@@ -337,7 +391,7 @@ def _noted_signals() -> list[int]:
 
 def _announce(
     args: argparse.Namespace, policy: Policy, port: int, web: HttpServer | None, log: str, shared: RedisStates | None,
-    gate: Gate,
+    gate: Gate, tls: ServerTls | None,
 ) -> None:  # fmt: skip
     """The first line: where the service listens, what it decides with, and who may call."""
     host = args.listen.rsplit(":", 1)[0]
@@ -346,6 +400,7 @@ def _announce(
             "event": "serving",
             "listen": f"{host}:{port}",
             "http": web.address if web is not None else None,
+            "tls": None if tls is None else "mtls" if tls.mutual else "tls",  # on gRPC and HTTP alike
             "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest},
             "profile": policy.profile,
             "environment": policy.environment,
@@ -385,8 +440,10 @@ def _reloader(args: argparse.Namespace, guard: Guard, rollbacks: Rollbacks) -> R
     return reloader
 
 
-def _wait_for_stop(stop: threading.Event, signals: list[int], reloader: Reloader) -> None:
+def _wait_for_stop(stop: threading.Event, signals: list[int], reloader: Reloader, tls: ServerTls | None) -> None:
     while not stop.wait(SIGNAL_POLL_SECONDS):
+        if tls is not None:  # a replaced certificate is loaded (and logged) within a second, traffic or not
+            tls.current()
         while signal.SIGHUP in signals:  # a reload, not a stop
             signals.remove(signal.SIGHUP)
             reloader.request("SIGHUP")
@@ -440,7 +497,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"abguard evaluate: cannot read {args.input}: {error.strerror}", file=sys.stderr)
         return USAGE
     bad = 0
-    with source, grpc.insecure_channel(args.server, options=RETRY_OPTIONS) as channel:
+    with source, open_channel(args, options=RETRY_OPTIONS) as channel:
         stub = rpc.RiskServiceStub(channel)
         if args.format == "table":
             print(table_header())
@@ -486,7 +543,7 @@ def _contract_problem(line: str) -> str | None:
 
 def run_health(args: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(args.server) as channel:
+        with open_channel(args) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
     except grpc.RpcError as error:
         print(f"{args.server}: {error.code().name}", file=sys.stderr)

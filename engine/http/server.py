@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+
+    from ..security.tls import ServerTls
 
 
 class HttpServer:
-    def __init__(self, app: Starlette, address: str) -> None:
+    def __init__(self, app: Starlette, address: str, tls: ServerTls | None = None) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise OSError(f"{address!r} is not HOST:PORT")
@@ -25,7 +32,12 @@ class HttpServer:
         self.socket.listen(128)
         self.host = host
         self.port = int(self.socket.getsockname()[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        context = tls.ssl_context() if tls is not None else None
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            http=PeerCertProtocol if tls is not None else "auto",
+            ssl_context_factory=(lambda _config, _default: context) if context is not None else None,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="abguard-http", daemon=True)
 
@@ -43,3 +55,24 @@ class HttpServer:
         self.server.should_exit = True
         self._thread.join(timeout)
         self.socket.close()
+
+
+class PeerCertProtocol(H11Protocol):
+    """uvicorn's h11 protocol, with each request's scope carrying its connection's TLS as the ASGI TLS extension
+    spells it (`scope["extensions"]["tls"]["client_cert_chain"]`), which uvicorn itself leaves out."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # (an SSL transport reaches here once the handshake is done)
+        from ..security.tls import asgi_tls_extension  # noqa: PLC0415  # cryptography only with TLS
+
+        tls = asgi_tls_extension(transport.get_extra_info("ssl_object"))
+        if tls is None:
+            return
+        app = self.app
+
+        async def with_tls(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+            extended = cast(dict[str, Any], scope)
+            extended["extensions"] = {**(extended.get("extensions") or {}), "tls": tls}
+            await app(scope, receive, send)
+
+        self.app = with_tls

@@ -1,1 +1,1 @@
-"""Who may do what: transport security, identities, roles and per-identity limits."""
+"""Who may do what: TLS and mTLS, identities, roles and per-identity limits, for both transports."""

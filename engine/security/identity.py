@@ -55,9 +55,14 @@ class Identity:
 class Peer(Protocol):
     """A verified client certificate's names (engine/security/tls.PeerCert)."""
 
-    common_name: str
-    dns_names: tuple[str, ...]
-    uris: tuple[str, ...]
+    @property
+    def common_name(self) -> str: ...
+
+    @property
+    def dns_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def uris(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
