@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -309,3 +310,56 @@ def test_auth_token_prints_a_token_whose_entry_the_file_accepts(tmp_path: Path) 
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert checked.returncode == 0 and '"tokens": 1' in checked.stdout
+
+
+# --- mTLS: the client certificate is the identity ---------------------------------------------------
+def test_client_certificates_map_to_roles_on_grpc_and_https(tmp_path: Path) -> None:
+    """serve --tls-client-ca --auth: a certificate the file maps holds its roles on both ports, one it
+    does not map is UNAUTHENTICATED, and a bearer token on the same connection decides instead."""
+    import ssl
+
+    from engine.security.tls import channel_credentials
+    from tests.support.certs import Authority
+    from tests.test_tls import https_get
+
+    authority = Authority(tmp_path / "ca")
+    server, gateway, ops, stranger = (authority.server(), authority.client("gateway-1"), authority.client("ops-1"),
+                                      authority.client("stranger-1"))  # fmt: skip
+    clients = [{"common_name": "gateway-1", "roles": ["gateway"]}, {"common_name": "ops-1", "roles": ["operator"]}]
+    process, started = start(
+        tmp_path / "data", "--auth", str(auth_file(tmp_path, clients=clients)),
+        "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(authority.cert),
+    )  # fmt: skip
+    web = int(started["http"].rpartition(":")[2])
+    try:
+
+        def call(pair: Any, method: str, token: str | None = None) -> tuple[grpc.StatusCode, str]:
+            credentials = channel_credentials(authority.cert, pair.cert, pair.key)
+            with grpc.secure_channel(started["listen"], credentials) as channel:
+                md = [("authorization", f"Bearer {token}")] if token else []
+                try:
+                    CALLS[method](rpc.RiskServiceStub(channel), md, f"mtls-{method}")
+                except grpc.RpcError as error:
+                    return error.code(), error.details() or ""
+            return grpc.StatusCode.OK, ""
+
+        deadline = time.monotonic() + 30
+        while call(gateway, "Evaluate")[0] == grpc.StatusCode.UNAVAILABLE:  # the first answer once it is ready
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert call(gateway, "Evaluate")[0] == grpc.StatusCode.OK
+        code, details = call(gateway, "RestartTest")
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "gateway-1 holds gateway" in details
+        assert call(ops, "RestartTest")[0] == grpc.StatusCode.NOT_FOUND  # allowed: the test is unknown
+        code, details = call(stranger, "GetPolicy")
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "'stranger-1'" in details
+        assert call(stranger, "GetPolicy", TOKENS["viewer"])[0] == grpc.StatusCode.OK  # the token decides
+        status, body = https_get(web, "/v1/whoami", authority.cert, ops)
+        assert (status, body["identity"], body["via"], body["roles"]) == (200, "ops-1", "mtls", ["operator"])
+        assert https_get(web, "/v1/whoami", authority.cert, stranger)[0] == 401
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # no certificate: no TLS session at all
+            https_get(web, "/healthz", authority.cert)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
