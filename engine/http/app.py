@@ -308,23 +308,19 @@ class _Api:
     async def whoami(self, request: Request) -> Response:
         """The caller's identity, roles and permissions: what the dashboard shows and enables."""
         identity = identity_of(request)
-        if identity is None:  # no auth file: anyone may do anything
+        if identity is None or identity.via == "anonymous":  # no auth file: anyone may do anything
             return JSON({"identity": None, "via": "anonymous", "roles": sorted(ROLES), "permissions": _all()})
         permissions = sorted(p.value for p in identity.permissions)
-        return JSON(
-            {
-                "identity": identity.name,
-                "via": identity.via,
-                "roles": sorted(identity.roles),
-                "permissions": permissions,
-            }
-        )
+        roles = sorted(identity.roles)
+        return JSON({"identity": identity.name, "via": identity.via, "roles": roles, "permissions": permissions})
 
     async def open_session(self, request: Request) -> Response:
         """The dashboard's sign-in: the bearer token just checked becomes an HttpOnly, SameSite=Strict cookie."""
         header = request.headers.get("authorization", "")
         identity = identity_of(request)
-        if identity is None or not header.lower().startswith("bearer "):
+        if identity is None or identity.via == "anonymous":
+            return problem(400, "this server has no auth file: there is nothing to sign in to", "INVALID_ARGUMENT")
+        if not header.lower().startswith("bearer "):
             return problem(400, "send the token as Authorization: Bearer <token> to open a session", "INVALID_ARGUMENT")
         response = await self.whoami(request)
         response.set_cookie(
