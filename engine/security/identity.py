@@ -19,11 +19,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import jwt
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .roles import ROLES, Permission
+
+if TYPE_CHECKING:  # PyJWT (and cryptography under it) load only when the auth file names a JWT issuer
+    import jwt
 
 TOKEN_PREFIX = "abg_"  # static tokens abguard issues: tell them apart from JWTs and other secrets at a glance
 JWKS_RECHECK_SECONDS = 1.0  # how often a request may look whether the JWKS file changed (key rotation)
@@ -162,6 +163,8 @@ class _JwtChecker:
         self._checked = time.monotonic()
 
     def identify(self, token: str) -> Identity:
+        import jwt  # noqa: PLC0415  # loaded by _read_jwks already
+
         rules = self.rules
         try:
             header = jwt.get_unverified_header(token)
@@ -196,7 +199,7 @@ class _JwtChecker:
                 return
             try:
                 self._keys = _read_jwks(self.rules.jwks_file)
-            except (OSError, ValueError, jwt.PyJWTError):  # a half-written file: keep the last good keys
+            except Exception:  # a half-written or unreadable file (OSError, JSON, PyJWTError): keep the last good keys
                 return
             self._seen = stamp
 
@@ -208,6 +211,8 @@ def _roles_of(claim: object) -> frozenset[str]:
 
 
 def _read_jwks(path: Path) -> jwt.PyJWKSet:
+    import jwt  # noqa: PLC0415  # only with a jwt section
+
     data = json.loads(path.read_text(encoding="utf-8"))
     return jwt.PyJWKSet.from_dict(data)
 
