@@ -169,7 +169,9 @@ def check(root: Path) -> list[str]:
                 problems.append(f"{name}: {key}=={version} has no --hash: pip --require-hashes refuses the lock")
     dev = locked.get("requirements/dev.lock", {})
     for name, table in locked.items():  # the audit reads dev.lock alone: it must pin all the others pin
-        problems += [f"{key} is in {name} but not in dev.lock: run make lock" for key in table if dev and key not in dev]
+        problems += [
+            f"{key} is in {name} but not in dev.lock: run make lock" for key in table if dev and key not in dev
+        ]
     seen: dict[str, tuple[str, str]] = {}
     for name, table in locked.items():
         for key, (version, _) in table.items():
