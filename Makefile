@@ -113,10 +113,17 @@ clean: pure
 # (not PIP_COMPILE: pip reads every PIP_* variable of the environment as one of its options)
 LOCK_TOOL ?= $(BIN)/pip-compile
 LOCK_ENV    := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock'
-LOCK_OPTS    = --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
-	$(if $(UPGRADE),--upgrade-package '$(UPGRADE)')
+LOCK_OPTS   := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+# UPGRADE goes only to the compiles whose lock already pins it: pip-compile adds an --upgrade-package it is
+# given (`ruff==0.6.9`) to the lock even when nothing there needs it (measured: ruff landed in runtime.lock).
+UPGRADE_NAME = $(shell echo '$(UPGRADE)' | sed -E 's/[][<>=!~ ;].*//' | tr 'A-Z_.' 'a-z--')
+upgrade      = $(if $(UPGRADE),$$(grep -qiE '^$(UPGRADE_NAME)==' $(1) && echo --upgrade-package '$(UPGRADE)'))
 lock: $(if $(filter $(BIN)/pip-compile,$(LOCK_TOOL)),$(STAMP))
-	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) --extra compile -o requirements/runtime.lock pyproject.toml
-	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) --extra dev -c requirements/runtime.lock -o requirements/dev.lock pyproject.toml
-	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) -c requirements/dev.lock -o requirements/build.lock requirements/build.in
+	$(if $(UPGRADE),@grep -qiE '^$(UPGRADE_NAME)==' $(LOCKS) || { echo "make lock: no lock pins $(UPGRADE_NAME)"; exit 1; })
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/runtime.lock) --extra compile \
+		-o requirements/runtime.lock pyproject.toml
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/dev.lock) --extra dev -c requirements/runtime.lock \
+		-o requirements/dev.lock pyproject.toml
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/build.lock) -c requirements/dev.lock \
+		-o requirements/build.lock requirements/build.in
 	$(PYTHON) requirements/lockcheck.py --stamp
