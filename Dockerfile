@@ -1,6 +1,8 @@
-# abguard service image. Mirrors what CI runs (.ci/run -> make install): the same
-# pyproject dependencies, the same protoc step generating engine/api/v1, Python 3.11.
-# No Docker engine runs where this is developed: keep it in step with the Makefile.
+# abguard service image. Mirrors what CI runs (.ci/run -> make install): the same locked dependencies
+# (requirements/runtime.lock is dev.lock less the development tools, at the same pins), installed the same
+# way (--require-hashes, build.lock first, sdists built with --no-build-isolation), the same protoc step
+# generating engine/api/v1, Python 3.11. No Docker engine runs where this is developed: keep it in step
+# with the Makefile.
 
 FROM python:3.11-slim AS build
 # durable-rules ships as an sdist with a C extension, and abguard's core is compiled by mypyc
@@ -9,16 +11,20 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc g++ make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The dependencies first, from the lock alone (a layer that changes only with the lock): pip and setuptools
+# from build.lock, then everything else by hash; durable-rules' sdist builds with that setuptools, so no
+# unhashed build dependency is downloaded. mypy and the stubs are the `compile` extra, for the mypyc build.
+COPY requirements/build.lock requirements/runtime.lock ./requirements/
+RUN python -m venv /opt/abguard \
+    && /opt/abguard/bin/pip install --no-cache-dir --require-hashes -r requirements/build.lock \
+    && /opt/abguard/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r requirements/runtime.lock
 COPY pyproject.toml setup.py README.md ./
 COPY protos ./protos
 COPY engine ./engine
-RUN python -m venv /opt/abguard \
-    && /opt/abguard/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/abguard/bin/pip install --no-cache-dir "grpcio-tools>=1.60" \
-    && /opt/abguard/bin/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
+# abguard itself with --no-deps: everything it needs came from the lock above.
+RUN /opt/abguard/bin/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
         protos/engine/api/v1/risk.proto \
-    && /opt/abguard/bin/pip install --no-cache-dir '.[compile]' \
-    && ABGUARD_MYPYC=1 /opt/abguard/bin/pip install --no-cache-dir --no-build-isolation --no-deps --force-reinstall . \
+    && ABGUARD_MYPYC=1 /opt/abguard/bin/pip install --no-cache-dir --no-build-isolation --no-deps . \
     && /opt/abguard/bin/pip uninstall --yes mypy types-PyYAML types-jsonschema types-protobuf types-setuptools \
     && cd / && /opt/abguard/bin/python -c "from engine.compiled import is_compiled; assert is_compiled()" \
     && /opt/abguard/bin/abguard policy facts > /dev/null

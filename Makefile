@@ -13,14 +13,22 @@ CORE_SRC = $(shell $(PYTHON) engine/compiled.py) engine/compiled.py setup.py
 # The one protoc command line: $(call protoc,DIR) writes the $(GEN) files under DIR.
 protoc = $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO)
 
-.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean
+# Locked dependencies (README "Supply chain"): every distribution pinned with its hashes, resolved for Python 3.11
+# on Linux x86_64 by pip-compile (`make lock`). build.lock is pip and setuptools, installed first so that the
+# sdists (durable-rules) and abguard build with them (--no-build-isolation) instead of with unhashed downloads.
+LOCKS      := requirements/runtime.lock requirements/dev.lock requirements/build.lock
+DEV_LOCK   := requirements/dev.lock
+BUILD_LOCK := requirements/build.lock
+
+.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean lock audit
 
 install: $(STAMP) $(GEN) $(if $(filter 1,$(COMPILE)),$(CORE))
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK) $(BUILD_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(BUILD_LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-build-isolation -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 $(CORE): $(STAMP) $(CORE_SRC)
@@ -46,7 +54,7 @@ test: install
 	ABGUARD_REQUIRE_COMPILED=$(filter 1,$(COMPILE)) $(BIN)/python -m pytest -q
 
 # `make lint` is its three pieces; .pre-commit-config.yaml runs the same pieces before a commit.
-LINTED := engine tests bench scenarios setup.py
+LINTED := engine tests bench scenarios requirements setup.py
 lint: lint-ruff lint-format lint-mypy
 
 lint-ruff: install
@@ -58,12 +66,18 @@ lint-format: install
 lint-mypy: install
 	$(BIN)/mypy
 
-# Generated files are current and the shipped policies are valid.
+# Generated files are current, the shipped policies are valid and the locks agree with pyproject.toml.
 check: install
+	$(BIN)/python requirements/lockcheck.py
 	$(BIN)/abguard policy schema --check policies/schema
 	$(BIN)/abguard policy validate policies
 	@tmp=$$(mktemp -d) && $(call protoc,$$tmp) && for f in $(GEN); do cmp -s $$tmp/$$f $$f || \
 		{ echo "$$f is out of date: run make proto"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
+
+# Known vulnerabilities in the locked dependencies (requirements/audit.py: exit 1 for one found, 2 when no
+# vulnerability service can be reached, unless ABGUARD_AUDIT_OFFLINE_OK=1).
+audit: install
+	$(BIN)/python requirements/audit.py
 
 schema: install
 	$(BIN)/abguard policy schema --write policies/schema
@@ -91,3 +105,25 @@ quality: install
 
 clean: pure
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Regenerate the locks from pyproject.toml (and requirements/build.in), keeping every pin that still fits;
+# `make lock UPGRADE=name` moves one package (and what it needs) to its newest release. The resolution ignores
+# this machine's pip configuration (local mirrors, find-links): the hashes are those of the public index alone.
+# dev.lock is constrained by runtime.lock and build.lock by dev.lock, so a package shared by two locks has one pin.
+# (not PIP_COMPILE: pip reads every PIP_* variable of the environment as one of its options)
+LOCK_TOOL ?= $(BIN)/pip-compile
+LOCK_ENV    := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock'
+LOCK_OPTS   := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+# UPGRADE goes only to the compiles whose lock already pins it: pip-compile adds an --upgrade-package it is
+# given (`ruff==0.6.9`) to the lock even when nothing there needs it (measured: ruff landed in runtime.lock).
+UPGRADE_NAME = $(shell echo '$(UPGRADE)' | sed -E 's/[][<>=!~ ;].*//' | tr 'A-Z_.' 'a-z--')
+upgrade      = $(if $(UPGRADE),$$(grep -qiE '^$(UPGRADE_NAME)==' $(1) && echo --upgrade-package '$(UPGRADE)'))
+lock: $(if $(filter $(BIN)/pip-compile,$(LOCK_TOOL)),$(STAMP))
+	$(if $(UPGRADE),@grep -qiE '^$(UPGRADE_NAME)==' $(LOCKS) || { echo "make lock: no lock pins $(UPGRADE_NAME)"; exit 1; })
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/runtime.lock) --extra compile \
+		-o requirements/runtime.lock pyproject.toml
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/dev.lock) --extra dev -c requirements/runtime.lock \
+		-o requirements/dev.lock pyproject.toml
+	$(LOCK_ENV) $(LOCK_TOOL) $(LOCK_OPTS) $(call upgrade,requirements/build.lock) -c requirements/dev.lock \
+		-o requirements/build.lock requirements/build.in
+	$(PYTHON) requirements/lockcheck.py --stamp
