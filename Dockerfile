@@ -54,4 +54,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=2s -
 # (a flags config mounted into the container), ABGUARD_ALERTMANAGER_URL, ABGUARD_NOTIFY_WEBHOOK
 # with its ABGUARD_NOTIFY_WEBHOOK_SECRET. Rollback records and the outbox live in /data too.
 # Replicas: ABGUARD_LOG=postgresql://... and ABGUARD_STATE=redis://... (README "Replicas").
+# Who may do what (README "Who may do what"): ABGUARD_AUTH=/etc/abguard/auth.yaml, a mounted Secret;
+# TLS and mTLS: ABGUARD_TLS_CERT, ABGUARD_TLS_KEY, ABGUARD_TLS_CLIENT_CA (mounted files, reloaded when
+# they change). Without ABGUARD_AUTH anyone who reaches the ports may do anything.
 ENTRYPOINT ["abguard", "serve", "--listen", "0.0.0.0:50051", "--data-dir", "/data"]
