@@ -363,3 +363,41 @@ def test_client_certificates_map_to_roles_on_grpc_and_https(tmp_path: Path) -> N
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+
+
+def test_a_changed_auth_file_is_used_within_a_second_and_a_broken_one_is_not(tmp_path: Path) -> None:
+    """Revoking is removing the line: no restart. A file that cannot be used keeps the last good one."""
+    newcomer = new_token()
+    path = auth_file(tmp_path)
+    process, started = start(tmp_path / "data", "--auth", str(path))
+    server = Server(started["http"], started["listen"], process)
+    try:
+        wait_ready(server)
+        assert http(server, "GET", "/v1/whoami", "viewer")[0] == 200
+        body = yaml.safe_load(path.read_text())
+        body["tokens"] = [t for t in body["tokens"] if t["name"] != "viewer-user"]  # revoked
+        body["tokens"].append({"name": "newcomer", "sha256": token_hash(newcomer), "roles": ["auditor"]})
+        replacement = tmp_path / "auth.yaml.new"
+        replacement.write_text(yaml.safe_dump(body))
+        replacement.replace(path)
+        deadline = time.monotonic() + 10
+        while http(server, "GET", "/v1/whoami", "viewer")[0] != 401:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://{server.http}/v1/whoami", headers={"Authorization": f"Bearer {newcomer}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["identity"] == "newcomer"
+        path.write_text("tokens: [{name: x, roles: [root]}]\n")  # broken: the last good file stays in force
+        time.sleep(1.5)
+        assert http(server, "GET", "/v1/whoami", "operator")[0] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    reloaded = [e for e in events if e["event"] == "auth_reloaded"]
+    failed = [e for e in events if e["event"] == "auth_reload_failed"]
+    assert len(reloaded) == 1 and reloaded[0]["tokens"] == 4
+    assert len(failed) == 1 and "tokens[0]" in failed[0]["why"]

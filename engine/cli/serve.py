@@ -259,7 +259,7 @@ def _serve_one(args: argparse.Namespace, tls: ServerTls | None) -> int:
         puller.start()  # its rounds wait while the guard is not serving
     reloader = _reloader(args, guard, rollbacks)
     reloader.start()
-    _wait_for_stop(stop, signals, reloader, tls)
+    _wait_for_stop(stop, signals, reloader, tls, gate)
     started = time.monotonic()
     reloader.stop()
     _shut_down(puller, health, guard, server, web, rollbacks, rebuilder)
@@ -440,10 +440,13 @@ def _reloader(args: argparse.Namespace, guard: Guard, rollbacks: Rollbacks) -> R
     return reloader
 
 
-def _wait_for_stop(stop: threading.Event, signals: list[int], reloader: Reloader, tls: ServerTls | None) -> None:
+def _wait_for_stop(
+    stop: threading.Event, signals: list[int], reloader: Reloader, tls: ServerTls | None, gate: Gate
+) -> None:
     while not stop.wait(SIGNAL_POLL_SECONDS):
         if tls is not None:  # a replaced certificate is loaded (and logged) within a second, traffic or not
             tls.current()
+        gate.refresh()  # so is a changed auth file
         while signal.SIGHUP in signals:  # a reload, not a stop
             signals.remove(signal.SIGHUP)
             reloader.request("SIGHUP")

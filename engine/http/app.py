@@ -175,7 +175,11 @@ class _Api:
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
         self.gate = gate
         self.limits = gate.limits if gate is not None else Limits(LimitSettings())
-        self.max_body = min(MAX_BODY, self.limits.settings.request_bytes)
+
+    @property
+    def max_body(self) -> int:
+        """Bytes of a body at most: the auth file's request_bytes (read per request: it may be reloaded)."""
+        return min(MAX_BODY, self.limits.settings.request_bytes)
 
     # --- the operations -----------------------------------------------------------------------
     @_mapped

@@ -8,16 +8,20 @@ service can record who did an operator action without every signature carrying i
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from ..contract import InputError
-from .config import AuthConfig
+from .config import AuthConfig, AuthFileError, load_auth
 from .identity import Identity, Peer, Unauthenticated
 from .limits import LimitError, Limits
 from .roles import ROLES, Permission, needs
 
+RECHECK_SECONDS = 1.0  # how often a call may look whether the auth file changed
 ANONYMOUS_ROLES = frozenset(ROLES)  # no auth file: everyone holds every role
 CURRENT: ContextVar[Identity | None] = ContextVar("abguard_identity", default=None)
 Log = Callable[[dict[str, Any]], None]
@@ -32,10 +36,38 @@ class Denied(Exception):
 
 
 class Gate:
-    def __init__(self, config: AuthConfig, log: Log | None = None) -> None:
+    def __init__(self, config: AuthConfig, log: Log | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.limits = Limits(config.limits)
         self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked = clock()
+        self._stamp = _stamp(config.source) if config.source else None
+
+    def refresh(self) -> None:
+        """Reload the auth file when it changed, looked at most once a second: a token removed from it
+        stops working within a second, no restart. A file that cannot be used keeps the last good one."""
+        source = self.config.source
+        if source is None or self._clock() - self._checked < RECHECK_SECONDS:
+            return
+        with self._lock:
+            now = self._clock()
+            if now - self._checked < RECHECK_SECONDS:
+                return
+            self._checked = now
+            stamp = _stamp(source)
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                config = load_auth(source)
+            except AuthFileError as error:
+                self._event({"event": "auth_reload_failed", "file": source, "why": str(error)[:500]})
+                return
+            self.limits.settings = config.limits  # (a gRPC message size is the server's: fixed at its start)
+            self.config = config
+            self._event({"event": "auth_reloaded", "file": source, **config.summary})
 
     @property
     def enforcing(self) -> bool:
@@ -59,6 +91,7 @@ class Gate:
         return identity
 
     def identify(self, authorization: str | None, peer: Peer | None, host: str, what: str = "") -> Identity:
+        self.refresh()
         authenticator = self.config.authenticator
         if authenticator is None:
             return Identity(f"anonymous@{host}", ANONYMOUS_ROLES, "anonymous")
@@ -76,8 +109,20 @@ class Gate:
             raise Denied("RESOURCE_EXHAUSTED", str(error), error.retry_after) from None
 
     def _note(self, event: str, what: str, who: str, why: str) -> None:
+        self._event({"event": event, "call": what, "identity": who, "why": why[:300]})
+
+    def _event(self, event: dict[str, Any]) -> None:
         if self._log is not None:
-            self._log({"event": event, "call": what, "identity": who, "why": why[:300]})
+            self._log(event)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What tells a rewritten file apart: a new inode (renamed into place), size or modification time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def limited_caller() -> Identity | None:
