@@ -11,10 +11,12 @@ random text and token soup for `when`; this file draws structured input around v
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import math
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -309,6 +311,21 @@ def test_random_and_mutated_json_over_http(served: Service, body: bytes) -> None
 
 def test_the_service_survives_the_http_fuzzing(served: Service) -> None:
     served.alive()
+
+
+def test_http_answers_without_waiting_for_a_delayed_ack(served: Service) -> None:
+    """Found by fuzzing (the HTTP target ran 22 inputs a second): the listening socket was made with proto 0,
+    so asyncio left TCP_NODELAY off and every response waited ~40 ms for the client's delayed ACK."""
+    assert served.http.socket.proto == socket.IPPROTO_TCP
+    connection = http.client.HTTPConnection(served.http.host, served.http.port, timeout=10)
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+        assert time.monotonic() - started < 0.5  # 20 x 40 ms = 0.8 s with Nagle; about 20 ms without
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize("key", ["", " "])
