@@ -13,7 +13,7 @@ CORE_SRC = $(shell $(PYTHON) engine/compiled.py) engine/compiled.py setup.py
 # The one protoc command line: $(call protoc,DIR) writes the $(GEN) files under DIR.
 protoc = $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO)
 
-.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean
+.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality fuzz clean
 
 install: $(STAMP) $(GEN) $(if $(filter 1,$(COMPILE)),$(CORE))
 
@@ -46,7 +46,7 @@ test: install
 	ABGUARD_REQUIRE_COMPILED=$(filter 1,$(COMPILE)) $(BIN)/python -m pytest -q
 
 # `make lint` is its three pieces; .pre-commit-config.yaml runs the same pieces before a commit.
-LINTED := engine tests bench scenarios setup.py
+LINTED := engine tests bench scenarios fuzz setup.py
 lint: lint-ruff lint-format lint-mypy
 
 lint-ruff: install
@@ -89,5 +89,22 @@ QUALITY_WORKERS ?= 2
 quality: install
 	$(BIN)/abguard simulate --standard --workers $(QUALITY_WORKERS)
 
+# Coverage-guided fuzzing (atheris, libFuzzer): each target in fuzz/ for FUZZ_SECONDS, seeded from the scenarios
+# and policies (.fuzz/corpus/, kept and grown between runs); an input that breaks an invariant or runs past
+# 10 s is saved as .fuzz/crashes/TARGET-crash-* (or -timeout-*). Never part of `make test`, which runs
+# tests/test_fuzz.py's small budget instead. The exit status is 1 if any target found something.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := evaluate_proto evaluate_batch evaluate_json policy_yaml when_expr
+fuzz: install
+	@mkdir -p .fuzz/crashes && $(BIN)/python -m fuzz.corpus .fuzz/corpus
+	@failed=0; for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+		$(BIN)/python -m fuzz.$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=.fuzz/crashes/$$target- .fuzz/corpus/$$target 2> .fuzz/$$target.log; \
+		status=$$?; grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
+			.fuzz/$$target.log; \
+		if [ $$status -ne 0 ]; then failed=1; echo "$$target FAILED (exit $$status): see .fuzz/$$target.log"; fi; \
+	done; exit $$failed
+
 clean: pure
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .fuzz
