@@ -99,7 +99,7 @@ fuzz: install
 	@mkdir -p .fuzz/crashes && $(BIN)/python -m fuzz.corpus .fuzz/corpus
 	@failed=0; for target in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
-		$(BIN)/python -m fuzz.$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+		$(BIN)/python -m fuzz.$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 -keep_seed=1 -print_final_stats=1 \
 			-artifact_prefix=.fuzz/crashes/$$target- .fuzz/corpus/$$target 2> .fuzz/$$target.log; \
 		status=$$?; grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
 			.fuzz/$$target.log; \
