@@ -20,7 +20,7 @@ LOCKS      := requirements/runtime.lock requirements/dev.lock requirements/build
 DEV_LOCK   := requirements/dev.lock
 BUILD_LOCK := requirements/build.lock
 
-.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality clean lock audit
+.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality fuzz clean lock audit
 
 install: $(STAMP) $(GEN) $(if $(filter 1,$(COMPILE)),$(CORE))
 
@@ -54,7 +54,7 @@ test: install
 	ABGUARD_REQUIRE_COMPILED=$(filter 1,$(COMPILE)) $(BIN)/python -m pytest -q
 
 # `make lint` is its three pieces; .pre-commit-config.yaml runs the same pieces before a commit.
-LINTED := engine tests bench scenarios requirements setup.py
+LINTED := engine tests bench scenarios requirements fuzz setup.py
 lint: lint-ruff lint-format lint-mypy
 
 lint-ruff: install
@@ -103,8 +103,25 @@ QUALITY_WORKERS ?= 2
 quality: install
 	$(BIN)/abguard simulate --standard --workers $(QUALITY_WORKERS)
 
+# Coverage-guided fuzzing (atheris, libFuzzer): each target in fuzz/ for FUZZ_SECONDS, seeded from the scenarios
+# and policies (.fuzz/corpus/, kept and grown between runs); an input that breaks an invariant or runs past
+# 10 s is saved as .fuzz/crashes/TARGET-crash-* (or -timeout-*). Never part of `make test`, which runs
+# tests/test_fuzz.py's small budget instead. The exit status is 1 if any target found something.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := evaluate_proto evaluate_batch evaluate_json policy_yaml when_expr
+fuzz: install
+	@mkdir -p .fuzz/crashes && $(BIN)/python -m fuzz.corpus .fuzz/corpus
+	@failed=0; for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+		$(BIN)/python -m fuzz.$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 -keep_seed=1 -print_final_stats=1 \
+			-artifact_prefix=.fuzz/crashes/$$target- .fuzz/corpus/$$target 2> .fuzz/$$target.log; \
+		status=$$?; grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
+			.fuzz/$$target.log; \
+		if [ $$status -ne 0 ]; then failed=1; echo "$$target FAILED (exit $$status): see .fuzz/$$target.log"; fi; \
+	done; exit $$failed
+
 clean: pure
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .fuzz
 
 # Regenerate the locks from pyproject.toml (and requirements/build.in), keeping every pin that still fits;
 # `make lock UPGRADE=name` moves one package (and what it needs) to its newest release. The resolution ignores

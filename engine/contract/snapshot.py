@@ -315,6 +315,7 @@ class _Check:
             if key not in known:
                 prefix = f"{where}." if where else ""
                 name = str(key) if len(str(key)) <= EXCERPT else str(key)[: EXCERPT - 3] + "..."
+                name = name if name.strip() else repr(name)  # an empty or blank key is still named: '' or ' '
                 self.fail(f"{prefix}{name}", _unknown(known))
 
     def count(self, obj: Mapping[str, Any], key: str, where: str, required: bool = False) -> int | None:

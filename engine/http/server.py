@@ -22,7 +22,10 @@ class HttpServer:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise OSError(f"{address!r} is not HOST:PORT")
-        self.socket = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and the accepted
+        # ones inherit it; without it Nagle holds each response's body for the client's delayed ACK (~40 ms)
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host.strip("[]"), int(port)))

@@ -12,6 +12,11 @@ import yaml
 from .diagnostics import Diagnostic, Path, format_path
 
 KINDS = ("RiskPolicy", "Profile", "Environment")
+# A policy nests about 8 levels and holds about 500 values (policies/default.yaml); these bounds are far
+# above that and keep every later stage (schema, merge, digest, all recursive) fast and inside the stack.
+MAX_DEPTH = 64  # nesting levels of mappings and sequences
+MAX_NODES = 50_000  # values once aliases are expanded: a "billion laughs" document is refused, not walked
+_TOO_LARGE = ("yaml-alias-cycle", "yaml-too-deep", "yaml-too-large")
 
 
 @dataclass
@@ -50,6 +55,8 @@ class _Loader(yaml.SafeLoader):
 def parse_text(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except RecursionError:  # PyYAML's composer recurses once per level, so a few hundred levels end it
+        return None, [Diagnostic(file, 1, "$", "yaml-too-deep", f"nested more than {MAX_DEPTH} levels deep")]
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else 1
@@ -61,8 +68,8 @@ def parse_text(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]
         return None, [Diagnostic(file, 1, "$", "yaml-empty", "the file holds no YAML document")]
     lines: dict[Path, int] = {}
     problems: list[Diagnostic] = []
-    _index(node, (), lines, problems, file, set())
-    if any(problem.code == "yaml-alias-cycle" for problem in problems):
+    _index(node, (), lines, problems, file, set(), [MAX_NODES])
+    if any(problem.code in _TOO_LARGE for problem in problems):
         return None, problems
     loader = _Loader("")
     try:
@@ -75,9 +82,28 @@ def parse_text(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]
 
 
 def _index(
-    node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Diagnostic], file: str, open_nodes: set[int]
+    node: yaml.Node,
+    path: Path,
+    lines: dict[Path, int],
+    problems: list[Diagnostic],
+    file: str,
+    open_nodes: set[int],
+    budget: list[int],
 ) -> None:
+    """Each path's line, walking aliases as the loaded data will hold them; `budget` is the values left."""
+    if budget[0] <= 0:
+        return
+    budget[0] -= 1
     lines.setdefault(path, node.start_mark.line + 1)
+    if budget[0] == 0:
+        message = f"more than {MAX_NODES} values once its aliases are expanded"
+        problems.append(Diagnostic(file, node.start_mark.line + 1, format_path(path), "yaml-too-large", message))
+        return
+    if len(path) > MAX_DEPTH:
+        message = f"nested more than {MAX_DEPTH} levels deep"
+        problems.append(Diagnostic(file, node.start_mark.line + 1, format_path(path), "yaml-too-deep", message))
+        budget[0] = 0  # one finding is enough: the document is refused
+        return
     if id(node) in open_nodes:  # an alias to one of its own ancestors: the document never ends
         problems.append(
             Diagnostic(
@@ -107,10 +133,10 @@ def _index(
                 )
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _index(value_node, child, lines, problems, file, open_nodes)
+            _index(value_node, child, lines, problems, file, open_nodes, budget)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index(item, (*path, index), lines, problems, file, open_nodes)
+            _index(item, (*path, index), lines, problems, file, open_nodes, budget)
 
 
 def read_file(path: str) -> tuple[Document | None, list[Diagnostic]]:

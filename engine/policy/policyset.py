@@ -85,8 +85,9 @@ def effective(
 ) -> tuple[Policy | None, dict[str, Any] | None, list[Diagnostic]]:
     """Merge base + profile + environment; the typed policy only when nothing is wrong."""
     problems: list[Diagnostic] = []
-    if found.base is None:
-        return None, None, [Diagnostic("policies", 0, "$", "policy-missing", "no document of kind RiskPolicy found")]
+    if found.base is None:  # a file that could not be read may be the RiskPolicy: say why it could not
+        missing = Diagnostic("policies", 0, "$", "policy-missing", "no document of kind RiskPolicy found")
+        return None, None, unique_sorted([*_unread(found), missing])
     overlays: list[Document] = []
     for label, name, table in (("profile", profile, found.profiles), ("environment", environment, found.environments)):
         if name is None:
@@ -126,6 +127,14 @@ def effective(
     return policy, merged.data, []
 
 
+def _unread(found: PolicySet) -> list[Diagnostic]:
+    """Why files gave no document at all (unreadable, not YAML, refused while reading): their kind is unknown."""
+    return [d for d in found.diagnostics if d.code in _UNREAD_CODES]
+
+
+_UNREAD_CODES = frozenset(
+    {"file-unreadable", "yaml-syntax", "yaml-empty", "yaml-alias-cycle", "yaml-too-deep", "yaml-too-large"}
+)
 # Read-stage findings about a value that is there but cannot be trusted.
 _READ_CODES = frozenset({"yaml-duplicate-key"})
 
@@ -186,6 +195,9 @@ def validate_set(found: PolicySet, register: Registrar | None = None) -> list[Di
 def load_effective(paths: list[str], profile: str | None = DEFAULT_PROFILE, environment: str | None = None) -> Policy:
     found = load_set(paths)
     if profile == DEFAULT_PROFILE and DEFAULT_PROFILE not in found.profiles:
+        unread = _unread(found)
+        if unread:  # one of them may be the default profile: deciding without it would be another policy
+            raise PolicyError(unread)
         profile = None
     policy, _, problems = effective(found, profile, environment)
     if policy is None:

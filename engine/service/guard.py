@@ -116,6 +116,9 @@ class _Held:
     state: TestState
     version: int | None
     used: float = 0.0
+    # the test was restarted: an earlier run may have logged times after this run's last, so every
+    # snapshot asks the log whether it is a resend (not only those at or before the state's last time)
+    restarted: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,8 @@ class Guard:
         test_id, t = snapshot.test_id, snapshot.timestamp
         held = staged.get(test_id) or self._load(test_id, None if heads is None else heads.get(test_id, 0))
         state = held.state if held is not None else None
-        if state is None or state.last_time is None or t <= state.last_time:  # maybe a resend: the log knows
+        restarted = held is not None and held.restarted
+        if state is None or state.last_time is None or t <= state.last_time or restarted:  # maybe a resend
             recorded = self.log.find(test_id, t)
             if recorded is not None:
                 return recorded.decision
@@ -256,7 +260,7 @@ class Guard:
             return body
         evidence = self._evidence(decision, snapshot, raw, received) if _rolled_back_now(decision) else None
         record = self.log.append(raw, body, t, received, evidence)
-        staged[test_id] = _Held(next_state, None if heads is None else heads[test_id])
+        staged[test_id] = _Held(next_state, None if heads is None else heads[test_id], restarted=restarted)
         new.append(_New(record, decision, snapshot))
         return body
 
@@ -316,7 +320,8 @@ class Guard:
         if state is None:
             self._held.pop(test_id, None)
             return None
-        held = self._held[test_id] = _Held(state, version, time.monotonic())
+        restarted = self.log.last_restart(test_id) is not None
+        held = self._held[test_id] = _Held(state, version, time.monotonic(), restarted=restarted)
         return held
 
     def _shared_state(self, test_id: str, version: int | None) -> TestState | None:
@@ -486,7 +491,10 @@ class Guard:
             )  # fmt: skip
             self.log.touch(test_id)  # the other replicas load the test again, and find the record
             version = None if heads is None else heads[test_id]
-            self._held[test_id] = _Held(_rolled_back_by_hand(state, record), version, time.monotonic())
+            restarted = held is not None and held.restarted
+            self._held[test_id] = _Held(
+                _rolled_back_by_hand(state, record), version, time.monotonic(), restarted=restarted
+            )
         return record
 
     def get_rollback(self, test_id: str, rollback_id: str) -> Rollback:
@@ -545,7 +553,7 @@ class Guard:
             at = self.clock()
             self._write(lambda: self.log.restart(test_id, reason, at))
             if self.log.version(test_id) is None:  # this process is the only writer: the new run starts empty
-                self._held[test_id] = _Held(TestState.start(self.policy), None, time.monotonic())
+                self._held[test_id] = _Held(TestState.start(self.policy), None, time.monotonic(), restarted=True)
             else:  # another replica may decide the new run's first snapshot before we look: load it then
                 self._held.pop(test_id, None)
             self._unsaved.pop(test_id, None)
@@ -702,7 +710,8 @@ class Guard:
                 if state is None:
                     self._held.pop(test_id, None)
                 else:
-                    self._held[test_id] = _Held(state, self.log.version(test_id), time.monotonic())
+                    restarted = self.log.last_restart(test_id) is not None
+                    self._held[test_id] = _Held(state, self.log.version(test_id), time.monotonic(), restarted=restarted)
                 self._unsaved[test_id] = rebuilt.replayed
                 replayed += rebuilt.replayed
         if self._closing.is_set():
