@@ -54,7 +54,8 @@ class Served:
         self.guard.rebuild()
         self.server, port, _ = create_server(self.guard, "127.0.0.1:0", 8, None, None, False, self.gate)
         self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.address)
         self.stub = rpc.RiskServiceStub(self.channel)
         self.web = HttpServer(create_app(self.guard, gate=self.gate), "127.0.0.1:0")
         self.web.start()
@@ -252,3 +253,20 @@ def test_the_current_identity_is_what_the_service_records() -> None:
 
     with pytest.raises(InputError, match="requested_by"):  # without an auth file the stated name is required
         requester(" ")
+
+
+def test_the_evaluate_client_waits_as_told_and_stops_on_credentials(
+    serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    served = serve(requests_per_second=20, burst=2)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(snapshot("paced", step)) + "\n" for step in range(8)))
+    address = served.address
+    assert main(["evaluate", "--server", address, "--token", GATEWAY, "--input", str(source)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 8 and err == ""  # every line decided: the client paced itself
+    assert main(["evaluate", "--server", address, "--input", str(source)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "UNAUTHENTICATED" in err  # one line, not one per snapshot

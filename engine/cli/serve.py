@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import json_format
@@ -514,13 +514,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 continue
             try:
                 snapshot = json_format.Parse(line, pb.Snapshot())
-                response = stub.Evaluate(pb.EvaluateRequest(snapshot=snapshot), timeout=args.timeout)
+                response = _evaluate_paced(stub, pb.EvaluateRequest(snapshot=snapshot), args.timeout)
             except json_format.ParseError as error:
                 bad += 1
                 print(f"line {number}: {error}", file=sys.stderr)
                 continue
             except grpc.RpcError as error:
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if error.code() in _FATAL:  # the server, the connection or our credentials: no line will pass
                     print(f"abguard evaluate: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
                     return FINDINGS
                 bad += 1
@@ -531,6 +531,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if bad:
         print(f"{bad} line{'s' if bad != 1 else ''} rejected", file=sys.stderr)
     return FINDINGS if bad else OK
+
+
+# codes that say nothing about the line: every later one would get the same, so the run stops
+_FATAL = (
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+)  # fmt: skip
+PACED_ATTEMPTS = 20  # waits a rate-limited line may take, each as long as the server asked
+
+
+def _evaluate_paced(stub: Any, request: pb.EvaluateRequest, timeout: float) -> pb.EvaluateResponse:
+    """Evaluate, waiting as long as the server's RetryInfo asks when the caller's rate is spent (a
+    resent snapshot is answered from the log, so trying again is safe)."""
+    for _ in range(PACED_ATTEMPTS):
+        try:
+            return cast(pb.EvaluateResponse, stub.Evaluate(request, timeout=timeout))  # the stub is untyped
+        except grpc.RpcError as error:
+            wait = _retry_delay(error) if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+            if wait is None:
+                raise
+            time.sleep(min(wait, timeout))
+    return cast(pb.EvaluateResponse, stub.Evaluate(request, timeout=timeout))
+
+
+def _retry_delay(error: grpc.RpcError) -> float | None:
+    """Seconds the server's google.rpc.RetryInfo asks to wait, or None when it gave none."""
+    from google.rpc import error_details_pb2  # noqa: PLC0415
+    from grpc_status import rpc_status  # noqa: PLC0415
+
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
 
 
 def _contract_problem(line: str) -> str | None:
