@@ -44,6 +44,9 @@ from engine.policy.documents import MAX_DEPTH, MAX_NODES, parse_text
 from engine.service import Guard
 from engine.store.sqlite import SqliteLog
 from fuzz.invariants import (
+    ALLOWED as ALLOWED_CODES,
+)
+from fuzz.invariants import (
     EVALUATE,
     EVALUATE_BATCH,
     POLICIES,
@@ -55,6 +58,7 @@ from fuzz.invariants import (
     check_http,
     check_policy_load,
     seeds,
+    violations,
 )
 from tests.conftest import snapshot
 
@@ -109,6 +113,10 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return DOUBLES
     if field.type == FieldDescriptor.TYPE_INT64:
         return INT64
+    if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_ENUM):  # page sizes; enums are open
+        return st.sampled_from([-1, 0, 1, 2, 500, 501, 2**31 - 1, -(2**31)]) | st.integers(-(2**31), 2**31 - 1)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
     if field.name == "timestamp":
         return timestamps()
     if field.name == "test_id":
@@ -297,6 +305,106 @@ def test_random_bytes_as_a_batch(served: Service, body: bytes) -> None:
     reply = call_raw(served.channel, EVALUATE_BATCH, body)
     if isinstance(reply, bytes):
         check_batch_reply(reply, None)
+
+
+# --- every other method, and the gate in front of them ----------------------------------------------
+SERVICE = pb.DESCRIPTOR.services_by_name["RiskService"]
+OTHERS = [m for m in SERVICE.methods if not m.server_streaming and m.name not in ("Evaluate", "EvaluateBatch")]
+
+
+def called(channel: grpc.Channel, method: Any, body: bytes, metadata: list[tuple[str, str]] = ()) -> grpc.StatusCode:  # type: ignore[assignment]
+    """Any request to any method ends OK or with a domain code; INVALID_ARGUMENT names a field."""
+    path = f"/{SERVICE.full_name}/{method.name}"
+    try:
+        if method.client_streaming:
+            stream = channel.stream_stream(path, request_serializer=None, response_deserializer=None)
+            list(stream(iter([body, body]), metadata=metadata, timeout=10))
+        else:
+            channel.unary_unary(path, request_serializer=None, response_deserializer=None)(
+                body, metadata=metadata, timeout=10
+            )
+    except grpc.RpcError as error:
+        code = error.code()
+        allowed = {*ALLOWED_CODES, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+        assert code in allowed, f"{method.name}: {code}: {error.details()}"
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            assert violations(error), f"{method.name}: INVALID_ARGUMENT names no field: {error.details()}"
+        return code
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def others() -> Iterator[Service]:
+    """A service of its own: these calls restart and roll back tests the other fuzz tests rely on."""
+    running = Service()
+    yield running
+    running.alive()
+    running.close()
+
+
+@settings(FUZZ, max_examples=150)
+def _requests_for(method: Any) -> st.SearchStrategy[tuple[Any, bytes]]:
+    serialized = hostile(method.input_type).map(lambda message: message.SerializeToString())
+    return st.tuples(st.just(method), st.binary(max_size=300) | serialized)
+
+
+@given(st.sampled_from(OTHERS).flatmap(_requests_for))
+def test_every_other_method_with_random_and_hostile_requests(others: Service, case: tuple[Any, bytes]) -> None:
+    """GetTest, RestartTest, RollbackTest, ReportRollbackStep, ReloadPolicy, the listings and EvaluateStream:
+    random bytes or hostile field values, and never UNKNOWN or INTERNAL."""
+    called(others.channel, *case)
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    """A service behind an auth file with a static token and a JWT issuer: the gate itself is fuzzed."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    from engine.api.servicer import create_server
+    from engine.security.config import load_auth
+    from engine.security.gate import Gate
+    from engine.security.identity import new_token, token_hash
+
+    folder = tmp_path_factory.mktemp("gated")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (folder / "jwks.json").write_text(
+        json.dumps({"keys": [{**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "k"}]})
+    )
+    token = new_token()
+    (folder / "auth.yaml").write_text(yaml.safe_dump({
+        "tokens": [{"name": "viewer", "sha256": token_hash(token), "roles": ["viewer"]}],
+        "jwt": {"jwks_file": "jwks.json", "issuer": "https://idp.test", "audience": "abguard"},
+    }))  # fmt: skip
+    running = Service()
+    gate = Gate(load_auth(folder / "auth.yaml"), running.events.append)
+    server, port, _ = create_server(running.guard, "127.0.0.1:0", 4, running.events.append, gate=gate)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    running.gated_channel = channel  # type: ignore[attr-defined]
+    yield running, token
+    channel.close()
+    server.stop(2).wait()
+    running.alive()
+    running.close()
+
+
+CREDENTIALS = st.one_of(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=120),
+    st.builds(lambda a, b, c: f"{a}.{b}.{c}", *[st.text("ABCDEFabcdef0123456789-_=", max_size=60)] * 3),
+    st.sampled_from(["eyJhbGciOiJub25lIn0.e30.", "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.x", "abg_", "a..b"]),
+)
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.sampled_from(OTHERS), st.sampled_from(["Bearer ", "bearer ", "Basic ", "", "Bearer"]), CREDENTIALS)
+def test_hostile_credentials_meet_only_unauthenticated(
+    gated: tuple[Service, str], method: Any, scheme: str, credential: str
+) -> None:
+    """Garbage tokens, JWT-shaped garbage, alg none, unknown schemes: UNAUTHENTICATED, never a crash."""
+    running, _ = gated
+    code = called(running.gated_channel, method, b"", [("authorization", f"{scheme}{credential}")])  # type: ignore[attr-defined]
+    assert code == grpc.StatusCode.UNAUTHENTICATED, f"{method.name} let {scheme}{credential!r} through: {code}"
 
 
 # --- POST /v1/evaluate -------------------------------------------------------------------------------
