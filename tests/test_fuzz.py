@@ -417,6 +417,41 @@ def test_random_and_mutated_json_over_http(served: Service, body: bytes) -> None
     check_http(*served.post("/v1/evaluate", body))
 
 
+HTTP_PATHS = [
+    ("POST", "/v1/tests/{t}/rollback"), ("POST", "/v1/tests/{t}/restart"),
+    ("POST", "/v1/tests/{t}/rollbacks/{r}/steps"),
+    ("POST", "/v1/flagger/{r}"), ("POST", "/v1/policy/reload"), ("POST", "/v1/session"), ("GET", "/v1/tests/{t}"),
+    ("GET", "/v1/tests/{t}/decisions?page_size={q}&page_token={r}"), ("GET", "/v1/tests/{t}/audit?page_token={r}"),
+    ("GET", "/v1/tests/{t}/rollbacks?page_size={q}"), ("GET", "/v1/tests/{t}/verdict"),
+    ("GET", "/v1/tests/{t}/dashboard"), ("GET", "/v1/watch?action={r}"), ("GET", "/static/{r}"),
+]  # fmt: skip
+SEGMENT = st.sampled_from(["healthy", "fuzz-a", "a/b", "%2e%2e", "..", "%00", "x" * 300]) | st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#%"), min_size=1, max_size=40
+)
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.sampled_from(HTTP_PATHS), SEGMENT, SEGMENT, SEGMENT, JSON.map(dumped) | mutated_json().map(dumped))
+def test_every_other_route_with_hostile_paths_queries_and_bodies(
+    served: Service, route: tuple[str, str], test: str, other: str, query: str, body: bytes
+) -> None:
+    """Each route with hostile test ids, page tokens, actions and bodies: never a 500, always a problem+json
+    document for an error (the watch's stream opens only for a valid action, which the segments never are)."""
+    method, template = route
+    path = template.format(t=test, r=other, q=query)
+    connection = http.client.HTTPConnection(served.http.host, served.http.port, timeout=30)
+    try:
+        connection.request(method, path, body if method == "POST" else None, {"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        status, kind, text = answer.status, answer.getheader("content-type") or "", answer.read()
+    finally:
+        connection.close()
+    assert status < 500 or status == 503, f"{method} {path}: {status}: {text[:300]!r}"
+    if status >= 400:
+        assert kind.startswith("application/problem+json"), f"{method} {path}: {status} as {kind}"
+        assert json.loads(text)["status"] == status
+
+
 def test_the_service_survives_the_http_fuzzing(served: Service) -> None:
     served.alive()
 
