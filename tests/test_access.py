@@ -225,6 +225,7 @@ def test_http_route_by_role(served: Server, route: tuple[str, str], who: str) ->
     else:
         assert status == 403, answer
         assert answer["code"] == "PERMISSION_DENIED" and f"{who}-user holds {who}" in answer["detail"]
+        assert answer["detail"].startswith(f"{method} {path} needs ")  # the test named, not the route pattern
 
 
 # --- what operators do is recorded with who did it -------------------------------------------

@@ -48,12 +48,13 @@ class HttpAccess:
             if need in (HEALTH, METRICS) and gate.is_open(str(need)):
                 return await endpoint(request)
             permission = _permission(need)
+            called = f"{request.method} {request.url.path[:200]}"  # the test named, not the route's pattern
             try:
                 authorization = self._authorization(request)
                 identity = (
-                    gate.identify(authorization, self.peer_of(request.scope), _host(request), what)
+                    gate.identify(authorization, self.peer_of(request.scope), _host(request), called)
                     if permission is None
-                    else gate.admit(what, permission, authorization, self.peer_of(request.scope), _host(request))
+                    else gate.admit(called, permission, authorization, self.peer_of(request.scope), _host(request))
                 )
             except Denied as denied:
                 return refusal(denied)
