@@ -8,32 +8,19 @@ whose violations name `snapshots[i]`; every 500 inputs the server still answers 
 
 from __future__ import annotations
 
-import sys
-
 import atheris
 
 with atheris.instrument_imports(include=["engine", "fuzz"]):
-    from fuzz.invariants import EVALUATE_BATCH, call_raw, check_batch_reply, service
+    from fuzz.invariants import EVALUATE_BATCH, Service, call_raw, check_batch_reply, fuzz_service
 
 CHECK_EVERY = 500
 
 
-def main() -> None:
-    with service() as running:
-        count = 0
-
-        def test_one_input(data: bytes) -> None:
-            nonlocal count
-            reply = call_raw(running.channel, EVALUATE_BATCH, data)
-            if isinstance(reply, bytes):
-                check_batch_reply(reply, None)
-            count += 1
-            if count % CHECK_EVERY == 0:
-                running.alive()
-
-        atheris.Setup(sys.argv, test_one_input)
-        atheris.Fuzz()
+def check(running: Service, data: bytes) -> None:
+    reply = call_raw(running.channel, EVALUATE_BATCH, data)
+    if isinstance(reply, bytes):
+        check_batch_reply(reply, None)
 
 
 if __name__ == "__main__":
-    main()
+    fuzz_service(check, CHECK_EVERY)

@@ -8,30 +8,17 @@ its fields; every 200 inputs the server still answers health and a valid snapsho
 
 from __future__ import annotations
 
-import sys
-
 import atheris
 
 with atheris.instrument_imports(include=["engine", "fuzz"]):
-    from fuzz.invariants import check_http, service
+    from fuzz.invariants import Service, check_http, fuzz_service
 
 CHECK_EVERY = 200
 
 
-def main() -> None:
-    with service() as running:
-        count = 0
-
-        def test_one_input(data: bytes) -> None:
-            nonlocal count
-            check_http(*running.post("/v1/evaluate", data))
-            count += 1
-            if count % CHECK_EVERY == 0:
-                running.alive()
-
-        atheris.Setup(sys.argv, test_one_input)
-        atheris.Fuzz()
+def check(running: Service, data: bytes) -> None:
+    check_http(*running.post("/v1/evaluate", data))
 
 
 if __name__ == "__main__":
-    main()
+    fuzz_service(check, CHECK_EVERY)

@@ -10,32 +10,19 @@ atheris instruments the Python layers (servicer, guard, store, conversion); the 
 
 from __future__ import annotations
 
-import sys
-
 import atheris
 
 with atheris.instrument_imports(include=["engine", "fuzz"]):
-    from fuzz.invariants import EVALUATE, call_raw, check_evaluate_reply, service
+    from fuzz.invariants import EVALUATE, Service, call_raw, check_evaluate_reply, fuzz_service
 
 CHECK_EVERY = 500
 
 
-def main() -> None:
-    with service() as running:
-        count = 0
-
-        def test_one_input(data: bytes) -> None:
-            nonlocal count
-            reply = call_raw(running.channel, EVALUATE, data)
-            if isinstance(reply, bytes):
-                check_evaluate_reply(reply)
-            count += 1
-            if count % CHECK_EVERY == 0:
-                running.alive()
-
-        atheris.Setup(sys.argv, test_one_input)
-        atheris.Fuzz()
+def check(running: Service, data: bytes) -> None:
+    reply = call_raw(running.channel, EVALUATE, data)
+    if isinstance(reply, bytes):
+        check_evaluate_reply(reply)
 
 
 if __name__ == "__main__":
-    main()
+    fuzz_service(check, CHECK_EVERY)

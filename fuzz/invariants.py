@@ -14,8 +14,9 @@ import contextlib
 import http.client
 import json
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,25 @@ def service() -> Iterator[Service]:
         yield running
     finally:
         running.close()
+
+
+def fuzz_service(check: Callable[[Service, bytes], None], check_every: int) -> None:
+    """libFuzzer over one real service (the atheris targets): `check` each input against it, and every
+    `check_every` inputs make sure the service still answers health and a valid snapshot."""
+    import atheris  # noqa: PLC0415  # make fuzz only; the hypothesis tests import this module too
+
+    with service() as running:
+        count = 0
+
+        def test_one_input(data: bytes) -> None:
+            nonlocal count
+            check(running, data)
+            count += 1
+            if count % check_every == 0:
+                running.alive()
+
+        atheris.Setup(sys.argv, test_one_input)
+        atheris.Fuzz()
 
 
 # --- policies and expressions ----------------------------------------------------------------------
