@@ -8,7 +8,6 @@ service can record who did an operator action without every signature carrying i
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..contract import InputError
 from .config import AuthConfig, AuthFileError, load_auth
+from .files import stamp
 from .identity import Identity, Peer, Unauthenticated
 from .limits import LimitError, Limits
 from .roles import ROLES, Permission, needs
@@ -43,7 +43,7 @@ class Gate:
         self._clock = clock
         self._lock = threading.Lock()
         self._checked = clock()
-        self._stamp = _stamp(config.source) if config.source else None
+        self._stamp = stamp(config.source)
 
     def refresh(self) -> None:
         """Reload the auth file when it changed, looked at most once a second: a token removed from it
@@ -56,10 +56,10 @@ class Gate:
             if now - self._checked < RECHECK_SECONDS:
                 return
             self._checked = now
-            stamp = _stamp(source)
-            if stamp == self._stamp:
+            now_stamp = stamp(source)
+            if now_stamp == self._stamp:
                 return
-            self._stamp = stamp
+            self._stamp = now_stamp
             try:
                 config = load_auth(source)
             except AuthFileError as error:
@@ -114,15 +114,6 @@ class Gate:
     def _event(self, event: dict[str, Any]) -> None:
         if self._log is not None:
             self._log(event)
-
-
-def _stamp(path: str) -> tuple[int, int, int] | None:
-    """What tells a rewritten file apart: a new inode (renamed into place), size or modification time."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def limited_caller() -> Identity | None:

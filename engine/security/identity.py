@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import secrets
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .files import stamp
 from .roles import ROLES, Permission
 
 if TYPE_CHECKING:  # PyJWT (and cryptography under it) load only when the auth file names a JWT issuer
@@ -159,7 +159,7 @@ class _JwtChecker:
         self.rules = rules
         self._lock = threading.Lock()
         self._keys: jwt.PyJWKSet = _read_jwks(rules.jwks_file)
-        self._seen = _stamp(rules.jwks_file)
+        self._seen = stamp(rules.jwks_file)
         self._checked = time.monotonic()
 
     def identify(self, token: str) -> Identity:
@@ -194,14 +194,14 @@ class _JwtChecker:
             return
         with self._lock:
             self._checked = now
-            stamp = _stamp(self.rules.jwks_file)
-            if stamp == self._seen:
+            now_stamp = stamp(self.rules.jwks_file)
+            if now_stamp == self._seen:
                 return
             try:
                 self._keys = _read_jwks(self.rules.jwks_file)
             except Exception:  # a half-written or unreadable file (OSError, JSON, PyJWTError): keep the last good keys
                 return
-            self._seen = stamp
+            self._seen = now_stamp
 
 
 def _roles_of(claim: object) -> frozenset[str]:
@@ -215,11 +215,3 @@ def _read_jwks(path: Path) -> jwt.PyJWKSet:
 
     data = json.loads(path.read_text(encoding="utf-8"))
     return jwt.PyJWKSet.from_dict(data)
-
-
-def _stamp(path: Path) -> tuple[float, int]:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return (0.0, -1)
-    return (info.st_mtime, info.st_size)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import ssl
 import threading
 import time
@@ -21,8 +20,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from .files import Stamp, stamp
+
 RELOAD_CHECK_SECONDS = 1.0  # the files are looked at, on a new connection, at most this often
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
+Stamps = tuple[Stamp | None, ...]
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class ServerTls:
         self._stamp = self._stamps()
         self._loaded = self._load()  # a ValueError naming the flag: serve's usage error
         self._checked = time.monotonic()
-        self._refused: Stamp | None = None  # the files a reload refused, reported once
+        self._refused: Stamps | None = None  # the files a reload refused, reported once
         self._context: _ReloadingContext | None = None
 
     @property
@@ -125,16 +126,9 @@ class ServerTls:
                 self._on_event({"event": "tls_reloaded", "subject": loaded.subject, "not_after": loaded.not_after})
             return self._loaded
 
-    def _stamps(self) -> Stamp:
+    def _stamps(self) -> Stamps:
         """What changes when a file is written or renamed into place: inode, size, mtime and ctime."""
-        stamps: list[tuple[int, int, int, int] | None] = []
-        for path in (self.cert, self.key, self.client_ca):
-            try:
-                stat = os.stat(path) if path is not None else None
-            except OSError:
-                stat = None
-            stamps.append(None if stat is None else (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
-        return tuple(stamps)
+        return tuple(stamp(path) for path in (self.cert, self.key, self.client_ca))
 
     def _load(self) -> _Loaded:
         """Read and check the three files; ValueError naming the flag and file that is wrong."""
