@@ -270,3 +270,4 @@ def test_the_evaluate_client_waits_as_told_and_stops_on_credentials(
     assert main(["evaluate", "--server", address, "--input", str(source)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "UNAUTHENTICATED" in err  # one line, not one per snapshot
+    assert err.rstrip().endswith("(give --token or ABGUARD_TOKEN)")

@@ -376,6 +376,7 @@ def test_client_verbs_speak_tls_with_a_ca_and_send_the_token(
     assert main(["health", *ca]) == 0
     assert capsys.readouterr().out == f"{served.target}: SERVING\n"
     assert main(["health", "--server", served.target, "--timeout", "1"]) == 1  # plaintext to a TLS port
+    assert "connect with --tls-ca FILE" in capsys.readouterr().err  # says what is likely wrong, not just UNAVAILABLE
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps(snapshot(step=0)) + "\n")
     assert main(["evaluate", *ca, "--input", str(source)]) == 0

@@ -58,6 +58,18 @@ def open_channel(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = 
     return grpc.intercept_channel(channel, _Bearer(args.token)) if args.token else channel
 
 
+def failure(args: argparse.Namespace, error: grpc.RpcError) -> str:
+    """A failed call in a person's words: the code, the server's details, and a hint where the usual cause
+    is a plaintext client meeting a TLS server (the call then only says UNAVAILABLE, socket closed)."""
+    text = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
+    plaintext = not (args.tls_ca or args.tls_cert or args.tls_server_name)
+    if error.code() == grpc.StatusCode.UNAVAILABLE and plaintext:
+        text += " (if the server was started with --tls-cert, connect with --tls-ca FILE)"
+    elif error.code() == grpc.StatusCode.UNAUTHENTICATED and not args.token:
+        text += " (give --token or ABGUARD_TOKEN)"
+    return text
+
+
 class _Details(grpc.ClientCallDetails):  # type: ignore[misc]  # grpc ships no type hints
     def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
         self.method = details.method

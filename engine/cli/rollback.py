@@ -15,7 +15,7 @@ import grpc
 from ..api.convert import to_dict
 from ..api.v1 import risk_pb2 as pb
 from ..api.v1 import risk_pb2_grpc as rpc
-from .client import add_connection_options, open_channel
+from .client import add_connection_options, failure, open_channel
 from .common import env_default
 
 OK, FINDINGS, USAGE = 0, 1, 2
@@ -59,7 +59,7 @@ def _call(args: argparse.Namespace, verb: str, ask: Any) -> int:
             records = [to_dict(message) for message in ask(rpc.RiskServiceStub(channel))]
     except grpc.RpcError as error:
         code = error.code()
-        print(f"abguard {verb}: {args.server}: {code.name}: {error.details()}", file=sys.stderr)
+        print(f"abguard {verb}: {args.server}: {failure(args, error)}", file=sys.stderr)
         return USAGE if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else FINDINGS
     if args.format == "json":
         print(json.dumps(records, indent=2))

@@ -33,7 +33,7 @@ from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
-from .client import add_connection_options, open_channel
+from .client import add_connection_options, failure, open_channel
 from .common import env_default, load_policy, positive_int
 from .logging import log_event
 from .render import table_header, table_row, to_json_dict
@@ -521,7 +521,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 continue
             except grpc.RpcError as error:
                 if error.code() in _FATAL:  # the server, the connection or our credentials: no line will pass
-                    print(f"abguard evaluate: {args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
+                    print(f"abguard evaluate: {args.server}: {failure(args, error)}", file=sys.stderr)
                     return FINDINGS
                 bad += 1
                 print(f"line {number}: {error.code().name}: {error.details()}", file=sys.stderr)
@@ -585,7 +585,7 @@ def run_health(args: argparse.Namespace) -> int:
         with open_channel(args) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
     except grpc.RpcError as error:
-        print(f"{args.server}: {error.code().name}", file=sys.stderr)
+        print(f"{args.server}: {failure(args, error)}", file=sys.stderr)
         return FINDINGS
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{args.server}: {status}")
