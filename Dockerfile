@@ -53,7 +53,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=2s -
 # Rollback integrations by environment (README "Rollbacks as a tracked process"): ABGUARD_FLAGS
 # (a flags config mounted into the container), ABGUARD_ALERTMANAGER_URL, ABGUARD_NOTIFY_WEBHOOK
 # with its ABGUARD_NOTIFY_WEBHOOK_SECRET. Rollback records and the outbox live in /data too.
-# Replicas: ABGUARD_LOG=postgresql://... and ABGUARD_STATE=redis://... (README "Replicas").
+# Replicas: ABGUARD_LOG=postgresql://... and ABGUARD_STATE=redis://... (README "Replicas"); the states they
+# share are sealed with ABGUARD_STATE_KEY (hex, from a Secret) or ABGUARD_STATE_KEY_FILE, else a key the
+# database keeps (docs/state.md).
 # Who may do what (README "Who may do what"): ABGUARD_AUTH=/etc/abguard/auth.yaml, a mounted Secret;
 # TLS and mTLS: ABGUARD_TLS_CERT, ABGUARD_TLS_KEY, ABGUARD_TLS_CLIENT_CA (mounted files, reloaded when
 # they change). Without ABGUARD_AUTH anyone who reaches the ports may do anything.

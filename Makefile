@@ -20,7 +20,7 @@ LOCKS      := requirements/runtime.lock requirements/dev.lock requirements/build
 DEV_LOCK   := requirements/dev.lock
 BUILD_LOCK := requirements/build.lock
 
-.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy check schema serve demo bench quality fuzz clean lock audit
+.PHONY: install pure proto test lint lint-ruff lint-format lint-mypy lint-bandit check schema serve demo bench quality fuzz clean lock audit
 
 install: $(STAMP) $(GEN) $(if $(filter 1,$(COMPILE)),$(CORE))
 
@@ -55,7 +55,7 @@ test: install
 
 # `make lint` is its three pieces; .pre-commit-config.yaml runs the same pieces before a commit.
 LINTED := engine tests bench scenarios requirements fuzz setup.py
-lint: lint-ruff lint-format lint-mypy
+lint: lint-ruff lint-format lint-mypy lint-bandit
 
 lint-ruff: install
 	$(BIN)/ruff check $(LINTED)
@@ -65,6 +65,12 @@ lint-format: install
 
 lint-mypy: install
 	$(BIN)/mypy
+
+# bandit's checks of code built from data (issue 28: state read back from Redis or the database is data):
+# exec (B102), pickle (B301, B403), marshal (B302), eval (B307), yaml.load without SafeLoader (B506)
+BANDIT_TESTS := B102,B301,B302,B307,B403,B506
+lint-bandit: install
+	$(BIN)/bandit -q -r engine -x engine/api/v1 -t $(BANDIT_TESTS)
 
 # Generated files are current, the shipped policies are valid and the locks agree with pyproject.toml.
 check: install
@@ -108,7 +114,7 @@ quality: install
 # 10 s is saved as .fuzz/crashes/TARGET-crash-* (or -timeout-*). Never part of `make test`, which runs
 # tests/test_fuzz.py's small budget instead. The exit status is 1 if any target found something.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := evaluate_proto evaluate_batch evaluate_json policy_yaml when_expr
+FUZZ_TARGETS := evaluate_proto evaluate_batch evaluate_json policy_yaml when_expr state_blob
 fuzz: install
 	@mkdir -p .fuzz/crashes && $(BIN)/python -m fuzz.corpus .fuzz/corpus
 	@failed=0; for target in $(FUZZ_TARGETS); do \

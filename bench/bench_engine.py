@@ -16,7 +16,7 @@ import dataclasses
 import gc
 import io
 import json
-import pickle
+import math
 import statistics
 import sys
 import time
@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from engine.cli.render import to_json  # noqa: E402
 from engine.contract import parse_snapshot  # noqa: E402
-from engine.pipeline import Engine, Evaluator  # noqa: E402
+from engine.pipeline import Engine, Evaluator, TestState  # noqa: E402
 from engine.policy import load_effective  # noqa: E402
 from engine.rules.registry import register  # noqa: E402
+from engine.state import REDIS, StateCodec  # noqa: E402
 
 COPIES = 4
 REPEATS = 3
@@ -85,19 +86,8 @@ def summary(times: list[int]) -> dict[str, float]:
     }
 
 
-def state_bytes(policy: Any) -> tuple[int, int]:
-    """Windows' buffer bytes and pickled bytes of one test after 24 h of 30 s snapshots."""
-    template = json.loads((ROOT / "scenarios" / "healthy.jsonl").read_text().splitlines()[0])
-    windows = Evaluator(policy).state(template["test_id"]).windows
-    snapshot = parse_snapshot(template)
-    for step in range(24 * 120):
-        windows = windows.add(dataclasses.replace(snapshot, timestamp=snapshot.timestamp + 30 * step))
-    return windows.nbytes, len(pickle.dumps(windows))
-
-
-def live_bytes(policy: Any, copies: int = 1000) -> float:
-    """Python heap per test of a whole test state (windows, statistics, history) after 24 h of 30 s
-    snapshots through the full step: `copies` independent copies held at once, measured by tracemalloc."""
+def day_long_state(policy: Any) -> TestState:
+    """A whole test state (windows, statistics, history) after 24 h of 30 s snapshots through the full step."""
     rows = [json.loads(line) for line in (ROOT / "scenarios" / "healthy.jsonl").read_text().splitlines()]
     evaluator = Evaluator(policy)
     evaluator.engine = Engine.of(policy, evaluator.engine.ruleset, remembered=0)  # as the service holds a test
@@ -105,15 +95,29 @@ def live_bytes(policy: Any, copies: int = 1000) -> float:
     for step in range(24 * 120):
         row = parse_snapshot(rows[step % len(rows)])
         evaluator.evaluate(dataclasses.replace(row, timestamp=first.timestamp + 30 * step))
-    blob = pickle.dumps(evaluator.state(first.test_id), protocol=pickle.HIGHEST_PROTOCOL)
+    return evaluator.state(first.test_id)
+
+
+def live_bytes(codec: StateCodec, blob: bytes, copies: int = 1000) -> float:
+    """Python heap per test of `copies` independent copies of the state held at once (tracemalloc)."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    held = [pickle.loads(blob) for _ in range(copies)]
+    held = [codec.load(REDIS, "bench", 1, blob) for _ in range(copies)]
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del held
     return used / copies
+
+
+def per_call_us(call: Any, repeats: int = 200) -> float:
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter_ns()
+        for _ in range(repeats):
+            call()
+        best = min(best, (time.perf_counter_ns() - started) / repeats / 1000)
+    return best
 
 
 def main() -> int:
@@ -142,7 +146,11 @@ def main() -> int:
 
     floor_stats, engine_stats = summary(best["floor"]), summary(best["engine"])
     ratio = engine_stats["evals_per_s"] / floor_stats["evals_per_s"]
-    buffers, pickled = state_bytes(policy)
+    state = day_long_state(policy)
+    codec = StateCodec(policy, b"bench-key-of-32-bytes-----------")
+    blob = codec.dump(REDIS, "bench", 1, state)
+    dump_us = per_call_us(lambda: codec.dump(REDIS, "bench", 1, state))
+    load_us = per_call_us(lambda: codec.load(REDIS, "bench", 1, blob))
     tests = len({json.loads(line)["test_id"] for line in lines})
     print(f"engine benchmark: {len(lines)} snapshots of {tests} interleaved tests, best of {REPEATS} passes")
     print(f"{'':8}{'evals/s':>10}{'p50 us':>10}{'p99 us':>10}")
@@ -150,8 +158,12 @@ def main() -> int:
         print(f"{name:8}{stats['evals_per_s']:>10.0f}{stats['p50_us']:>10.1f}{stats['p99_us']:>10.1f}")
     verdict = "meets" if ratio >= GOAL else "misses"
     print(f"ratio engine/floor throughput: {ratio:.2f} ({verdict} the {GOAL}x goal)")
-    print(f"state per test after 24 h of 30 s snapshots: {buffers} bytes of window buffers, {pickled} bytes pickled")
-    per_test = live_bytes(policy)
+    print(
+        f"state per test after 24 h of 30 s snapshots: {state.windows.nbytes} bytes of window buffers,"
+        f" {len(blob)} bytes sealed (engine/state); writing it {dump_us:.0f} us, reading and checking it"
+        f" {load_us:.0f} us ({load_us / engine_stats['p50_us']:.2f}x an evaluation's p50)"
+    )
+    per_test = live_bytes(codec, blob)
     print(
         f"live memory per test after 24 h: {per_test / 1024:.1f} KiB (goal <= 64 KiB); 10,000 such tests:"
         f" {per_test * 10_000 / 2**20:.0f} MiB (goal < 1024 MiB)"

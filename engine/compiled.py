@@ -19,6 +19,7 @@ from typing import Any
 # and the proto <-> contract conversion of each call
 COMPILED = (
     "contract", "facts", "stats", "verdict", "pipeline.py", "rules/answers.py", "policy/model.py", "api/convert.py",
+    "state",
 )  # fmt: skip
 PACKAGE = Path(__file__).resolve().parent
 
@@ -63,8 +64,9 @@ def register_pickling() -> None:
     """Pickle every dataclass of the compiled modules as its class called with its fields, in both builds.
 
     A compiled frozen dataclass cannot be restored the default way (set attribute by attribute: it
-    is frozen); `cls(*fields)` works in both builds, so a state pickled by a compiled replica loads in
-    a pure-Python one and back. Called once the core is imported (engine/pipeline.py)."""
+    is frozen); `cls(*fields)` works in both builds. Only for values passed between abguard's own
+    processes (multiprocessing): nothing read from a store is ever unpickled (engine/state).
+    Called once the core is imported (engine/pipeline.py)."""
     prefixes = tuple(f"{__package__}.{entry.removesuffix('.py').replace('/', '.')}" for entry in COMPILED)
     for name, module in list(sys.modules.items()):
         if module is None or not (name in prefixes or name.startswith(tuple(f"{p}." for p in prefixes))):

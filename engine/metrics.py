@@ -56,6 +56,13 @@ class Metrics:
             "grpc_server_handled", "RPCs completed on the server, by status code",
             ["grpc_type", "grpc_service", "grpc_method", "grpc_code"], registry=self.registry,
         )  # fmt: skip
+        self.states_rejected = Counter(
+            "abguard_state_rejected", "Stored states not used (failed their seal or a check) and rebuilt from the log,"
+            " by where they were read (redis, checkpoint)", ["where"], registry=self.registry,
+        )  # fmt: skip
+        for where in ("redis", "checkpoint"):
+            self.states_rejected.labels(where)  # at 0 from the start: an alert rule can watch increase()
+        guard.on_rejected_state(lambda where: self.states_rejected.labels(where).inc())
         policy = guard.policy
         Info("abguard_policy", "The policy in force", registry=self.registry).info(
             {"name": policy.name, "version": str(policy.version), "digest": policy.digest}

@@ -32,7 +32,6 @@ from .verdict import (
 )
 
 REMEMBERED_DECISIONS = 8  # recent decisions kept per test to answer resent snapshots
-STATE_FORMAT = 4  # version of TestState's layout in checkpoints: bump when it or what it holds changes shape
 GAP_FACTOR = 2.0  # a silence longer than this many intervals breaks every `for` streak
 
 

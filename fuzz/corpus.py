@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from engine.api.v1 import risk_pb2 as pb
-from fuzz.invariants import POLICIES, SCENARIOS, request_of
+from fuzz.invariants import POLICIES, SCENARIOS, request_of, state_seeds
 
-TARGETS = ("evaluate_proto", "evaluate_batch", "evaluate_json", "policy_yaml", "when_expr")
+TARGETS = ("evaluate_proto", "evaluate_batch", "evaluate_json", "policy_yaml", "when_expr", "state_blob")
 
 
 def seeds() -> dict[str, list[bytes]]:
@@ -34,6 +34,7 @@ def seeds() -> dict[str, list[bytes]]:
         # policy_yaml's first byte picks the file (its FILES: these names, sorted)
         "policy_yaml": [bytes([index]) + (POLICIES / name).read_bytes() for index, name in enumerate(names)],
         "when_expr": [text.encode() for text in whens],
+        "state_blob": state_seeds(),
     }
 
 

@@ -11,6 +11,7 @@ AssertionError), so pytest reports it and libFuzzer saves the input that caused 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import shutil
@@ -301,3 +302,59 @@ def check_expr(text: str, facts: Any, thresholds: Any) -> Expr | None:
     again = to_source(parse(normal, facts, {}))  # thresholds are substituted in the normal form
     expect(again == normal, f"normal form {normal!r} of {text[:200]!r} parses to {again!r}")
     return expr
+
+
+# --- stored states (engine/state) -------------------------------------------------------------------------
+STATE_KEY = bytes(range(32))
+STATE_TEST = "fuzz-state"
+
+
+@functools.cache
+def _state_fixture() -> tuple[Any, Any, Any]:
+    """The codec, an engine and a next snapshot, under the shipped policy."""
+    from engine.contract import parse_snapshot  # noqa: PLC0415  # only the state targets need them
+    from engine.pipeline import Engine  # noqa: PLC0415
+    from engine.state import StateCodec  # noqa: PLC0415
+
+    policy = load_effective([str(POLICIES)])
+    row = json.loads((SCENARIOS / "sustained_medium_risk.jsonl").read_text().splitlines()[-1])
+    following = parse_snapshot({**row, "test_id": STATE_TEST, "timestamp": "2030-01-01T00:00:00Z"})
+    return StateCodec(policy, STATE_KEY), Engine.of(policy, remembered=0), following
+
+
+def state_seeds() -> list[bytes]:
+    """Bodies of states a service stores while it decides the scenarios (mode byte 0: sealed)."""
+    from engine.contract import parse_snapshot  # noqa: PLC0415
+    from engine.pipeline import Engine, Evaluator  # noqa: PLC0415
+    from engine.state.layout import encode  # noqa: PLC0415
+
+    policy = load_effective([str(POLICIES)])
+    out = []
+    for path in sorted(SCENARIOS.glob("*.jsonl")):
+        evaluator = Evaluator(policy)
+        evaluator.engine = Engine.of(policy, remembered=0)
+        for index, line in enumerate(path.read_text().splitlines()):
+            evaluator.evaluate(parse_snapshot(json.loads(line)))
+            if index % 20 == 19:
+                out += [b"\x00" + encode(state) for state in evaluator.tests.values()]
+    return out
+
+
+def check_state_blob(data: bytes, sealed: bool) -> None:
+    """A stored state is refused with a reason, or it is a state the engine can go on from."""
+    from engine.pipeline import step  # noqa: PLC0415
+    from engine.state import REDIS, StateRejectedError  # noqa: PLC0415
+    from engine.state.seal import seal  # noqa: PLC0415
+
+    codec, engine, following = _state_fixture()
+    blob = seal(STATE_KEY, REDIS, STATE_TEST, 1, codec.digest, codec.layout, data) if sealed else data
+    try:
+        state = codec.load(REDIS, STATE_TEST, 1, blob)
+    except StateRejectedError as error:
+        expect(bool(error.why), "a rejection says why")
+        return
+    expect(sealed, "a blob that was not sealed with the key was accepted")
+    if state.last_time is not None and state.last_time > following.timestamp:
+        return  # the service answers the snapshot FAILED_PRECONDITION (out of order); the log check refuses it first
+    decision, _ = step(engine, state, following)
+    expect(0.0 <= decision.risk_score <= 1.0, f"risk score {decision.risk_score} from a loaded state")

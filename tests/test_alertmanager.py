@@ -48,6 +48,12 @@ from engine.integrations.alertmanager import (
 )
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
+from engine.service import Guard
+from engine.service.sinks import STATE_ALERT, build_rollbacks
+from engine.state import LAYOUT
+from engine.store import Checkpoint
+from engine.store.sqlite import SqliteLog
+from tests.support.hostile_states import crafted_pickle
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -497,3 +503,33 @@ def test_a_closed_port_is_a_delivery_error_naming_the_os_error() -> None:
     assert raised.value.status is None
     assert "refused" in raised.value.detail.lower()
     assert raised.value.url.endswith("/api/v2/alerts")
+
+
+def test_a_rejected_stored_state_reaches_alertmanager_as_a_critical_platform_alert(
+    alertmanager: Running, tmp_path: Path
+) -> None:
+    """A tampered checkpoint: the restarted service rebuilds the test and its outbox sends
+    AbguardStateRejected through the real Alertmanager, which notifies the webhook."""
+    policy = load_effective([str(ROOT / "policies")])
+    data = tmp_path / "data"
+    rows = frames("healthy")[:12]
+    test_id = str(rows[0]["test_id"])
+    first = Guard(policy, SqliteLog.in_dir(data))
+    for row in rows[:10]:
+        first.evaluate(row)
+    last = first.log.last(test_id)
+    assert last is not None
+    marker = tmp_path / "pwned"
+    first.log.save_checkpoint(Checkpoint(test_id, last.seq, policy.digest, LAYOUT, crafted_pickle(marker)))
+    first.close()
+    rollbacks = build_rollbacks(data, None, alertmanager.url, policy, None)
+    again = Guard(policy, SqliteLog.in_dir(data), rollbacks=rollbacks)
+    try:
+        again.evaluate(rows[10])
+        rollbacks.tick()
+        got = alertmanager.webhook.wait_for(labelled(STATE_ALERT, test_id, "state_checkpoint", "critical", "firing"))
+    finally:
+        again.close()
+    assert "rebuilt from the decision log" in got["annotations"]["summary"]
+    assert "not a sealed state" in got["annotations"]["description"]
+    assert not marker.exists()

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from engine.contract import format_time, parse_snapshot
-from engine.pipeline import Evaluator
+from engine.pipeline import Engine, Evaluator
 from engine.policy import load_effective
 from engine.service import Guard
 from engine.service.rebuild import CHECKPOINT_EVERY, rebuild_test
+from engine.state import StateCodec, new_key
 from engine.store import Checkpoint
 from engine.store.sqlite import SqliteLog
 from tests.conftest import snapshot
@@ -69,18 +70,17 @@ def test_a_checkpoint_of_another_policy_is_not_used(tmp_path: Path) -> None:
     guard.close()
     other = load_effective([str(ROOT / "policies")], "conservative")
     log = SqliteLog.in_dir(tmp_path)
-    from engine.pipeline import Engine
-
-    rebuilt = rebuild_test(Engine.of(other), log, "t1")
-    same = rebuild_test(Engine.of(POLICY), log, "t1")
+    key = log.state_key(new_key)
+    rebuilt = rebuild_test(Engine.of(other), log, "t1", codec=StateCodec(other, key))
+    same = rebuild_test(Engine.of(POLICY), log, "t1", codec=StateCodec(POLICY, key))
     log.close()
     assert not rebuilt.from_checkpoint and rebuilt.state is not None
     assert same.from_checkpoint and same.replayed == 10
 
 
-@pytest.mark.parametrize("blob", [pytest.param(b"not a pickle", id="garbage"), pytest.param(b"\x80\x05N.", id="none")])
+@pytest.mark.parametrize("blob", [pytest.param(b"not a state", id="garbage"), pytest.param(b"\x80\x05N.", id="pickle")])
 def test_an_unreadable_checkpoint_falls_back_to_the_window_replay(tmp_path: Path, blob: bytes) -> None:
-    """A checkpoint that does not unpickle to a state costs the longer replay, never the start."""
+    """A checkpoint of another layout costs the longer replay, never the start."""
     rows = slow_service(40)
     guard = Guard(POLICY, SqliteLog.in_dir(tmp_path))
     for row in rows[:30]:

@@ -153,3 +153,29 @@ def test_a_bad_rollback_integration_is_a_one_line_usage_error(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and message in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        pytest.param({"file": "not hex"}, "--state-key-file {file}: the state key must be hex text", id="file-not-hex"),
+        pytest.param({"file": "ab" * 8}, "--state-key-file {file}: the state key has 8 bytes", id="file-too-short"),
+        pytest.param({"env": "zz"}, "ABGUARD_STATE_KEY: the state key must be hex text", id="env-not-hex"),
+    ],
+)
+def test_a_state_key_that_cannot_seal_is_a_one_line_usage_error(
+    tmp_path: Path, given: dict[str, str], said: str
+) -> None:
+    """A bad --state-key-file or ABGUARD_STATE_KEY stops serve before it opens anything (exit 2, one line)."""
+    key = tmp_path / "key"
+    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")]
+    env = {}
+    if "file" in given:
+        key.write_text(given["file"])
+        args += ["--state-key-file", str(key)]
+    else:
+        env["ABGUARD_STATE_KEY"] = given["env"]
+    done = abguard(*args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("abguard serve: " + said.format(file=key)), done.stderr
+    assert done.stderr.count("\n") == 1

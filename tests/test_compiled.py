@@ -1,7 +1,7 @@
 """The compiled core (mypyc, setup.py) decides exactly as the interpreted .py files it is built from.
 
 The interpreted side runs in a subprocess over a copy of engine/ without the compiled modules;
-both replay every scenario under several profiles, and each side continues the other's pickled
+both replay every scenario under several profiles, and each side continues the other's sealed
 states (replicas of both builds share Redis and checkpoints).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -22,33 +21,36 @@ from engine import compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Run by both builds: decisions of every scenario (first half, then the rest from a state that may
-# come pickled from the other build), and the pickled states at the half.
+# Run by both builds: decisions of every scenario (first half, then the rest from states that may
+# come from the other build, as sealed blobs of engine/state), and the sealed states at the half.
 REPLAY = r"""
-import json, pickle, sys
+import json, sys
 from pathlib import Path
 import engine.pipeline
 from engine.contract import parse_snapshot
-from engine.pipeline import Evaluator
+from engine.pipeline import Engine, Evaluator
 from engine.policy import load_effective
+from engine.state import REDIS, StateCodec
 
 root, mode, states_in, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 assert engine.pipeline.__file__.endswith(".py") == (mode == "interpreted"), engine.pipeline.__file__
-given = pickle.loads(Path(states_in).read_bytes()) if states_in != "-" else {}
+given = json.loads(Path(states_in).read_text()) if states_in != "-" else {}
 result = {"decisions": {}, "states": {}}
 for profile in ("balanced", "conservative", "aggressive"):
     policy = load_effective([str(root / "policies")], profile=profile)
+    codec = StateCodec(policy, b"k" * 32)
     for path in sorted((root / "scenarios").glob("*.jsonl")):
         rows = [parse_snapshot(json.loads(line)) for line in path.read_text().splitlines()]
         key, half = f"{profile}/{path.stem}", len(rows) // 2
         evaluator = Evaluator(policy)
+        evaluator.engine = Engine.of(policy, remembered=0)  # as the service keeps its states
         decided = [evaluator.evaluate(row).to_dict() for row in rows[:half]]
-        result["states"][key] = pickle.dumps(evaluator.tests, protocol=pickle.HIGHEST_PROTOCOL)
+        result["states"][key] = {t: codec.dump(REDIS, t, half, s).hex() for t, s in evaluator.tests.items()}
         if key in given:
-            evaluator.tests = pickle.loads(given[key])
+            evaluator.tests = {t: codec.load(REDIS, t, half, bytes.fromhex(b)) for t, b in given[key].items()}
         decided += [evaluator.evaluate(row).to_dict() for row in rows[half:]]
         result["decisions"][key] = decided
-Path(out).write_bytes(pickle.dumps(result))
+Path(out).write_text(json.dumps(result))
 """
 
 
@@ -58,15 +60,15 @@ def _interpreted_copy(target: Path) -> Path:
     return target
 
 
-def _replay(python_path: Path, mode: str, states: dict[str, bytes] | None, work: Path) -> dict[str, Any]:
-    given = work / f"{mode}-in.pickle"
-    out = work / f"{mode}-out.pickle"
+def _replay(python_path: Path, mode: str, states: dict[str, Any] | None, work: Path) -> dict[str, Any]:
+    given = work / f"{mode}-in.json"
+    out = work / f"{mode}-out.json"
     if states is not None:
-        given.write_bytes(pickle.dumps(states))
+        given.write_text(json.dumps(states))
     env = {**os.environ, "PYTHONPATH": str(python_path)}
     argv = [sys.executable, "-c", REPLAY, str(ROOT), mode, str(given) if states is not None else "-", str(out)]
     subprocess.run(argv, env=env, check=True, cwd=work, timeout=300)
-    result: dict[str, Any] = pickle.loads(out.read_bytes())
+    result: dict[str, Any] = json.loads(out.read_text())
     return result
 
 

@@ -94,6 +94,9 @@ class FakeAlerts:
     def overdue(self, record: Rollback, phase: str, now: float) -> list[dict[str, Any]]:
         return [{"alertname": "AbguardRollbackOverdue", "test_id": record.test_id, "phase": phase}]
 
+    def state_rejected(self, test_id: str, where: str, why: str, now: float) -> list[dict[str, Any]]:
+        return [{"alertname": "AbguardStateRejected", "test_id": test_id, "where": where}]
+
 
 class Setup:
     def __init__(

@@ -31,6 +31,7 @@ from ..security.gate import Gate
 from ..service import Guard, Rollbacks
 from ..service.reload import Rejected, Reloader
 from ..service.sinks import NOTIFY_SECRET_ENV, build_rollbacks
+from ..state import configured_key
 from ..store import LogError, LogOpenError
 from ..store.sqlite import SqliteLog
 from .client import add_connection_options, failure, open_channel
@@ -100,6 +101,11 @@ def add_parsers(commands: Any) -> None:
         "--state", default=env_default("STATE", None), metavar="URL",
         help="share per-test state between replicas in Redis (redis://host:port/db[?prefix=P]);"
         " needs --log postgresql://... (ABGUARD_STATE)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--state-key-file", default=env_default("STATE_KEY_FILE", None), metavar="FILE",
+        help="hex key (32 bytes or more) that seals the states kept in Redis and checkpoints; else $ABGUARD_STATE_KEY,"
+        " else a key the decision log's database keeps (ABGUARD_STATE_KEY_FILE)",
     )  # fmt: skip
     serve.add_argument(
         "--policies", default=env_default("POLICIES", "policies"), help="policy folder (ABGUARD_POLICIES)"
@@ -224,6 +230,7 @@ def _serve_one(args: argparse.Namespace, tls: ServerTls | None) -> int:
     if gate is None:
         return USAGE
     try:
+        state_key = configured_key(args.state_key_file)  # StateKeyError is a ValueError naming the flag
         log = _open_log(args)
     except (LogOpenError, ValueError) as error:
         print(f"abguard serve: {error}", file=sys.stderr)
@@ -235,7 +242,8 @@ def _serve_one(args: argparse.Namespace, tls: ServerTls | None) -> int:
         print(f"abguard serve: {error}", file=sys.stderr)
         log.close()
         return USAGE
-    guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared)  # tests load on first use
+    # tests load on first use
+    guard = Guard(policy, log, on_event=log_event, rollbacks=rollbacks, shared=shared, state_key=state_key)
     metrics = Metrics(guard)
     try:
         server, port, health, web = _listeners(args, guard, metrics, gate, tls)

@@ -89,6 +89,7 @@ def _argv(args: argparse.Namespace, listen: str, index: int) -> list[str]:
         ("--policies", args.policies), ("--profile", args.profile), ("--env", args.env), ("--auth", args.auth),
         ("--flags", args.flags), ("--alertmanager", args.alertmanager), ("--notify-webhook", args.notify_webhook),
         ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--tls-client-ca", args.tls_client_ca),
+        ("--state-key-file", args.state_key_file),
     ):  # fmt: skip
         if value:
             argv += [flag, str(value)]

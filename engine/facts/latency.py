@@ -130,8 +130,13 @@ class ArmLatency:
 
     @classmethod
     def start(cls, window: float, latency: Histogram | Percentiles) -> ArmLatency:
-        if isinstance(latency, Histogram):
-            return cls(latency.bounds, RollingSums.empty(_counts, len(latency.counts), window))
+        return cls.empty(window, latency.bounds if isinstance(latency, Histogram) else None)
+
+    @classmethod
+    def empty(cls, window: float, bounds: tuple[float, ...] | None) -> ArmLatency:
+        """An empty window for a histogram with these upper bounds (None: the percentile form)."""
+        if bounds is not None:
+            return cls(bounds, RollingSums.empty(_counts, len(bounds) + 1, window))
         return cls(None, RollingSums.empty(PercentileSums._make, len(PercentileSums._fields), window))
 
     def fits(self, latency: Histogram | Percentiles) -> bool:

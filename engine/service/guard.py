@@ -13,7 +13,6 @@ the log cannot be written: the failed write raises LogWriteError, and a probe ev
 from __future__ import annotations
 
 import contextlib
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,13 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..contract import Decision, InputError, OutOfOrderError, Snapshot, parse_snapshot, parse_time
 from ..contract.times import format_time
-from ..pipeline import STATE_FORMAT, Engine, TestState, step
+from ..pipeline import Engine, TestState, step
 from ..policy.model import Policy
 from ..rollback.process import Rollback
+from ..state import REDIS, StateCodec, StateRejectedError, new_key
 from ..store import BadRecord, DecisionLog, LogError, LogWriteError, Record, SharedState
 from ..verdict.status import TestHistory
 from .evidence import rollback_evidence
-from .rebuild import CHECKPOINT_EVERY, checkpoint, rebuild_test
+from .rebuild import CHECKPOINT_EVERY, Rebuilt, checkpoint, rebuild_test
 from .reload import PolicyStatus, Reloader
 from .rollbacks import Rollbacks
 from .watchers import Watcher, Watchers
@@ -145,10 +145,12 @@ class Guard:
         rollbacks: Rollbacks | None = None,
         shared: RedisStates | None = None,
         idle_seconds: float = IDLE_SECONDS,
+        state_key: bytes | None = None,
     ) -> None:
         """`rebuild_first`: refuse calls (RebuildingError) until `rebuild()` has run (without it, each test's
         state is rebuilt from the log on its first call); `rollbacks` carries out the rollbacks decided
-        (without it they are decisions and evidence only); `shared`: the replicas' state cache."""
+        (without it they are decisions and evidence only); `shared`: the replicas' state cache;
+        `state_key` seals the states kept outside the process (without it, the log's own key)."""
         self.policy = policy
         self.rollbacks = rollbacks
         self.engine = Engine.of(policy, remembered=0)  # a resend is answered from the log
@@ -177,6 +179,12 @@ class Guard:
         self._listeners: list[Callable[[bool], None]] = []
         self._unopened: set[str] = set()  # tests whose rollback record failed to open (retried on their next decision)
         self._deciders: list[Callable[[dict[str, Any]], None]] = []  # told of each new decision (metrics)
+        self._rejections: list[Callable[[str], None]] = []  # told where each stored state not used was (metrics)
+        self._state_key = state_key
+        self._codec: StateCodec | None = None  # made on first use, under the policy in force then
+        if state_key is None:
+            with contextlib.suppress(LogError):  # a log that cannot be written now is asked again on first use
+                self._state_key = log.state_key(new_key)  # now, outside any transaction of a decision
         self._told: bool | None = None
         self._closing = threading.Event()
 
@@ -238,6 +246,7 @@ class Guard:
         engine = Engine.of(policy, remembered=0)  # a resend is answered from the log
         with self._gate.swapping():
             self.policy, self.engine = policy, engine
+            self._codec = None
             self._held.clear()
             self._unsaved.clear()
 
@@ -288,10 +297,11 @@ class Guard:
             return
         last_hash = {item.decision.test_id: item.record.hash for item in new}
         entries = {}
+        codec = self.codec
         for test_id, held in staged.items():
             assert held.version is not None  # a shared state goes with a versioned log
-            blob = pickle.dumps(held.state, protocol=pickle.HIGHEST_PROTOCOL)
-            entries[test_id] = SharedState(held.version, self.policy.digest, STATE_FORMAT, blob, last_hash[test_id])
+            blob = codec.dump(REDIS, test_id, held.version, held.state)
+            entries[test_id] = SharedState(held.version, codec.digest, codec.layout, blob, last_hash[test_id])
         self.shared.put(entries)
 
     def _load(self, test_id: str, version: int | None, keep: bool = True) -> _Held | None:
@@ -308,7 +318,7 @@ class Guard:
             return None
         state = self._shared_state(test_id, version)
         if state is None:
-            rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
+            rebuilt = self._rebuilt(test_id)
             state = rebuilt.state
             if keep:
                 self._unsaved[test_id] = rebuilt.replayed
@@ -330,16 +340,53 @@ class Guard:
         entry = self.shared.get(test_id)
         if entry is None or entry.version != version:
             return None
-        if entry.policy_digest != self.policy.digest or entry.format != STATE_FORMAT:
+        codec = self.codec
+        if entry.policy_digest != codec.digest or entry.format != codec.layout:  # another policy's or build's
             return None
         last = self.log.last(test_id)
         if last is None or last.hash != entry.last_hash:  # written for a commit that failed
             return None
         try:
-            state = pickle.loads(entry.state)  # written by abguard replicas into their own Redis
-        except Exception:  # an unreadable entry costs only a rebuild from the log
+            state = codec.load(REDIS, test_id, version, entry.state)
+        except StateRejectedError as error:  # costs only a rebuild from the log
+            self._rejected(test_id, "redis", error.why)
             return None
-        return state if isinstance(state, TestState) else None
+        if state.last_time != last.event_time:
+            why = f"its last snapshot is at {state.last_time}, the log's at {last.event_time}"
+            self._rejected(test_id, "redis", why)
+            return None
+        return state
+
+    @property
+    def codec(self) -> StateCodec:
+        """What seals and checks the states kept outside the process, under the policy in force."""
+        codec = self._codec
+        if codec is None:
+            if self._state_key is None:
+                self._state_key = self.log.state_key(new_key)  # LogError if the log cannot give it
+            codec = self._codec = StateCodec(self.policy, self._state_key)
+        return codec
+
+    def _rebuilt(self, test_id: str) -> Rebuilt:
+        def rejected(why: str) -> None:
+            self._rejected(test_id, "checkpoint", why)
+
+        return rebuild_test(self.engine, self.log, test_id, self._skipped(test_id), self.codec, rejected)
+
+    def on_rejected_state(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with where ("redis", "checkpoint") each stored state that was not used came from."""
+        self._rejections.append(listener)
+
+    def _rejected(self, test_id: str, where: str, why: str) -> None:
+        """A stored state failed its seal or a check: say so, count it, alert; the test is rebuilt from the log."""
+        self._event({"event": "state_rejected", "test_id": test_id, "where": where, "why": why})
+        for told in self._rejections:
+            told(where)
+        if self.rollbacks is not None:
+            try:
+                self.rollbacks.state_rejected(test_id, where, why)
+            except Exception as error:  # the alert is best effort: the rebuild goes on
+                self._event({"event": "alert_failed", "test_id": test_id, "why": repr(error)[:300]})
 
     @contextlib.contextmanager
     def _section(self, tests: Sequence[str]) -> Iterator[dict[str, int] | None]:
@@ -387,7 +434,7 @@ class Guard:
                 if self._unsaved.get(test_id, 0) and self.shared is None:
                     last = self.log.last(test_id)
                     if last is not None:
-                        self.log.save_checkpoint(checkpoint(self.engine, test_id, last.seq, held.state))
+                        self.log.save_checkpoint(checkpoint(self.codec, test_id, last.seq, held.state))
                         self._unsaved[test_id] = 0
                 del self._held[test_id]
             except LogError as error:  # kept in memory: the next sweep tries again
@@ -428,7 +475,7 @@ class Guard:
         if self._unsaved.get(test_id, 0) < CHECKPOINT_EVERY:
             return
         try:
-            self.log.save_checkpoint(checkpoint(self.engine, test_id, seq, state))
+            self.log.save_checkpoint(checkpoint(self.codec, test_id, seq, state))
         except Exception as error:
             self._event({"event": "checkpoint_skipped", "test_id": test_id, "why": str(error)[:300]})
             return
@@ -702,7 +749,7 @@ class Guard:
             if self._closing.is_set():
                 return replayed
             with self._gate.reading(), self._lock(test_id):
-                rebuilt = rebuild_test(self.engine, self.log, test_id, self._skipped(test_id))
+                rebuilt = self._rebuilt(test_id)
                 state = rebuilt.state
                 manual = self._rollback_in_force(test_id)
                 if manual is not None and manual.trigger == MANUAL:

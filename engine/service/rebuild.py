@@ -11,18 +11,21 @@ is taken from what was recorded: a test rolled back under an earlier policy stay
 What outlives the longest window (how long an indicator has held, a traffic cut's episode)
 then restarts at the first replayed snapshot.
 
-Checkpoints are pickles the service wrote into its own data folder; nothing else is unpickled.
+A checkpoint is data, never code (engine/state): sealed with the state key and checked value by
+value. One that was written for another policy or layout is passed over; one that claims to be
+current and fails its seal or a check is rejected (`on_rejected` hears why) and costs the longer
+replay, never a different decision.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..contract import parse_snapshot
 from ..facts import horizon
-from ..pipeline import STATE_FORMAT, Engine, TestState, step
+from ..pipeline import Engine, TestState, step
+from ..state import CHECKPOINT, StateCodec, StateRejectedError
 from ..store import Checkpoint, DecisionLog, Record
 from ..verdict import TestHistory
 
@@ -37,24 +40,34 @@ class Rebuilt:
     from_checkpoint: bool = False
 
 
-def checkpoint(engine: Engine, test_id: str, seq: int, state: TestState) -> Checkpoint:
-    """The state right after decision `seq`, ready to be stored."""
-    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    return Checkpoint(test_id, seq, engine.policy.digest, STATE_FORMAT, blob)
+def checkpoint(codec: StateCodec, test_id: str, seq: int, state: TestState) -> Checkpoint:
+    """The state right after decision `seq`, sealed and ready to be stored."""
+    return Checkpoint(test_id, seq, codec.digest, codec.layout, codec.dump(CHECKPOINT, test_id, seq, state))
 
 
 def rebuild_test(
-    engine: Engine, log: DecisionLog, test_id: str, on_skip: Callable[[int, str], None] | None = None
+    engine: Engine,
+    log: DecisionLog,
+    test_id: str,
+    on_skip: Callable[[int, str], None] | None = None,
+    codec: StateCodec | None = None,
+    on_rejected: Callable[[str], None] | None = None,
 ) -> Rebuilt:
-    """The test's state from its logged snapshots; `on_skip(seq, why)` hears of each record left out."""
+    """The test's state from its logged snapshots; `on_skip(seq, why)` hears of each record left out,
+    `on_rejected(why)` of a checkpoint that was not used. Without a codec no checkpoint is read."""
     last = log.last(test_id)
     restart = log.last_restart(test_id)
     if last is None or (restart is not None and restart.after_seq >= last.seq):
         return Rebuilt(None)
     floor = restart.after_seq if restart is not None else 0
-    resumed = _resume(engine, log, test_id, floor, last.seq)
+    resumed = None if codec is None else _resume(codec, log, test_id, floor, last.seq, on_rejected)
     if resumed is not None:
-        return _replay(engine, log.after(test_id, resumed[0]), Rebuilt(resumed[1], from_checkpoint=True), on_skip)
+        seq, state = resumed
+        records = log.after(test_id, seq - 1)  # the checkpoint's own decision, then what followed
+        if records and records[0].seq == seq and records[0].event_time == state.last_time:
+            return _replay(engine, records[1:], Rebuilt(state, from_checkpoint=True), on_skip)
+        if on_rejected is not None:
+            on_rejected(f"its last snapshot ({state.last_time}) is not that of the decision it names (seq {seq})")
     out = Rebuilt(TestState.start(engine.policy))
     history, usable = TestHistory(), []
     reach = last.event_time - horizon(engine.policy) - 1
@@ -72,18 +85,21 @@ def rebuild_test(
     return out
 
 
-def _resume(engine: Engine, log: DecisionLog, test_id: str, floor: int, last: int) -> tuple[int, TestState] | None:
-    """(seq, state) of a checkpoint of the current run that this engine can continue from."""
+def _resume(
+    codec: StateCodec, log: DecisionLog, test_id: str, floor: int, last: int, on_rejected: Callable[[str], None] | None
+) -> tuple[int, TestState] | None:
+    """(seq, state) of a checkpoint of the current run that this codec's policy can continue from."""
     found = log.checkpoint(test_id)
     if found is None or not floor < found.seq <= last:
         return None
-    if found.policy_digest != engine.policy.digest or found.format != STATE_FORMAT:
+    if found.policy_digest != codec.digest or found.format != codec.layout:  # another policy's or build's
         return None
     try:
-        state = pickle.loads(found.state)  # written by this service into its own data folder
-    except Exception:  # an unreadable checkpoint only costs the longer replay
+        return found.seq, codec.load(CHECKPOINT, test_id, found.seq, found.state)
+    except StateRejectedError as error:  # only costs the longer replay
+        if on_rejected is not None:
+            on_rejected(error.why)
         return None
-    return (found.seq, state) if isinstance(state, TestState) else None
 
 
 def _replay(engine: Engine, records: list[Record], out: Rebuilt, on_skip: Callable[[int, str], None] | None) -> Rebuilt:

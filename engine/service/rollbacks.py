@@ -51,6 +51,8 @@ class AlertSink(Protocol):
 
     def overdue(self, record: Rollback, phase: str, now: float) -> list[dict[str, Any]]: ...
 
+    def state_rejected(self, test_id: str, where: str, why: str, now: float) -> list[dict[str, Any]]: ...
+
 
 class NotifySink(Protocol):
     """What the outbox needs of the signed rollback webhook (engine/integrations/notify.py)."""
@@ -175,6 +177,14 @@ class Rollbacks:
             self._judged.pop(test_id, None)
         self._event({"event": "rollback_opened", "test_id": test_id, "rollback_id": rollback_id, "by": requested_by})
         return self.store.get(rollback_id) or record
+
+    def state_rejected(self, test_id: str, where: str, why: str) -> None:
+        """Alert that a stored state of the test was rejected (through the outbox, as every alert)."""
+        if self.alerts is None:
+            return
+        now = self.clock()
+        alerts = self.alerts.state_rejected(test_id, where, why, now)
+        self.store.enqueue(test_id, [Work("alerts", {"alerts": alerts}, f"state:{test_id}:{where}:{now:.6f}")], now)
 
     def report(self, test_id: str, rollback_id: str, step: str, outcome: str, detail: str) -> Rollback:
         """A gateway's report of one of its steps; reporting the same outcome again changes nothing."""

@@ -24,6 +24,8 @@ from .rollbacks import Rollbacks
 NOTIFY_SECRET_ENV = "ABGUARD_NOTIFY_WEBHOOK_SECRET"  # the secret is never an argument: it would show in ps
 OVERDUE_ALERT = "AbguardRollbackOverdue"
 RECOVERY_ALERT = "AbguardPartialRecovery"
+STATE_ALERT = "AbguardStateRejected"  # a stored state failed its seal or a check: someone wrote Redis or the database
+STATE_ALERT_SECONDS = 3600.0  # it fires this long, then resolves by itself (endsAt): nothing later clears it
 
 
 class Flags:
@@ -90,6 +92,22 @@ class Alerts:
                 now,
             )
         ]  # fmt: skip
+
+    def state_rejected(self, test_id: str, where: str, why: str, now: float) -> list[dict[str, Any]]:
+        """A stored state that was not used: a platform problem (who wrote it?), never the model's."""
+        alert = Alert(
+            alertname=STATE_ALERT,
+            severity=Severity.CRITICAL,
+            test_id=test_id,
+            condition=f"state_{where}",
+            summary=f"test {test_id}: its stored state in {where} was rejected and rebuilt from the decision log",
+            decision_id="",
+            description=f"{why}. The decisions are unchanged; something other than abguard wrote {where}.",
+            starts_at=format_time(now),
+            environment=self.environment,
+            ends_at=format_time(now + STATE_ALERT_SECONDS),
+        )
+        return [_fields(alert)]
 
     def _alert(
         self, name: str, severity: Severity, record: Rollback, condition: str, summary: str, description: str, at: float

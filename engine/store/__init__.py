@@ -37,7 +37,7 @@ class Checkpoint:
     test_id: str
     seq: int
     policy_digest: str  # the state is only valid under the policy that built it
-    format: int  # the state's layout version (pipeline.STATE_FORMAT)
+    format: int  # the state's layout id (engine/state/layout.LAYOUT)
     state: bytes
 
 
@@ -52,6 +52,16 @@ class BadRecord:
 
 class LogError(RuntimeError):
     """The decision log cannot be used right now (disk full, read-only, I/O error): a retry may work."""
+
+
+STATE_KEY_BYTES = 32  # the least a key sealing states may hold (engine/state/keys.py)
+
+
+def stored_key(value: object, where: str) -> bytes:
+    """The state key a log read back, which must be bytes of a key's size: anything else is not used."""
+    if not isinstance(value, bytes | memoryview) or len(value) < STATE_KEY_BYTES:
+        raise LogError(f"the state key kept in {where} (table secrets) is not a key: delete that row to make a new one")
+    return bytes(value)
 
 
 class LogWriteError(LogError):
@@ -116,6 +126,11 @@ class DecisionLog(Protocol):
 
     def checkpoint(self, test_id: str) -> Checkpoint | None:
         """The test's latest checkpoint, if any."""
+        ...
+
+    def state_key(self, generate: Callable[[], bytes]) -> bytes:
+        """The key that seals states outside the process (engine/state), kept in the log's own database:
+        made with `generate` by the first process that asks, the same for every process after it."""
         ...
 
     def tests(self) -> list[str]: ...

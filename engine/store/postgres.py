@@ -27,7 +27,7 @@ import orjson
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
+from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart, stored_key
 from .chain import CHAINED, GENESIS, record_hash
 from .rows import RecordReads
 
@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS rollback_evidence (seq BIGINT NOT NULL, test_id TEXT NOT NULL, evidence TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rollback_evidence_by_test ON rollback_evidence (test_id, seq);
 CREATE TABLE IF NOT EXISTS probes (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 # The pool logs every failed reconnection; the service says what matters (log_unwritable, then
 # log_writable) in its own lines, so without a handler configured for it these stay quiet.
@@ -238,6 +239,16 @@ class PostgresLog(RecordReads):
                 " format = EXCLUDED.format, state = EXCLUDED.state WHERE checkpoints.seq <= EXCLUDED.seq",
                 (checkpoint.test_id, checkpoint.seq, checkpoint.policy_digest, checkpoint.format, checkpoint.state),
             )
+
+    def state_key(self, generate: Callable[[], bytes]) -> bytes:
+        """In a transaction of its own, even inside exclusive(): a key must never be rolled back once used."""
+        with self._errors(LogWriteError), self._pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES ('state_key', %s) ON CONFLICT (name) DO NOTHING",
+                (generate(),),
+            )
+            row = conn.execute("SELECT value FROM secrets WHERE name = 'state_key'").fetchone()
+        return stored_key(row[0] if row else None, self.path)
 
     def probe(self) -> None:
         """Commit a row larger than a decision, and its removal."""

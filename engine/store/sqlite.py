@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart
+from . import BadRecord, Checkpoint, LogError, LogOpenError, LogWriteError, Record, Restart, stored_key
 from .chain import CHAINED, GENESIS, record_hash
 from .rows import CHAIN_PAGE, RecordReads
 
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     format INTEGER NOT NULL,
     state BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rollback_evidence (
     seq INTEGER NOT NULL REFERENCES decisions (seq),
     test_id TEXT NOT NULL,
@@ -165,6 +166,12 @@ class SqliteLog(RecordReads):
                 "INSERT OR REPLACE INTO checkpoints (test_id, seq, policy_digest, format, state) VALUES (?,?,?,?,?)",
                 (checkpoint.test_id, checkpoint.seq, checkpoint.policy_digest, checkpoint.format, checkpoint.state),
             )
+
+    def state_key(self, generate: Callable[[], bytes]) -> bytes:
+        with self._writing() as db:
+            db.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES ('state_key', ?)", (generate(),))
+            row = db.execute("SELECT value FROM secrets WHERE name = 'state_key'").fetchone()
+        return stored_key(row[0] if row else None, self.path)
 
     def probe(self) -> None:
         """Commit a row larger than a decision and its removal: on a full disk only a commit fails
