@@ -170,7 +170,7 @@ def test_diff_judges_threshold_direction(capsys: pytest.CaptureFixture[str], pol
         .replace("accuracy_threshold: 0.85", "accuracy_threshold: 0.9")
         .replace("error_rate_threshold: 0.05", "error_rate_threshold: 0.07")
         .replace("for: 10m", "for: 5m")
-        .replace("when: errors.increase_alarm >= 1", "when: errors.rate > 0.02")
+        .replace("when: errors.increase_alarm >= 1\n", "when: errors.rate > 0.02\n")
         .replace("false_alarms_per_test_day: 0.01", "false_alarms_per_test_day: 0.05")
         .replace("name: high_risk\n        if: {min_score: 0.8}", "name: high_risk\n        if: {min_score: 0.75}")
     )
@@ -291,7 +291,7 @@ def test_compiled_ruleset_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert list(rules)[-1] == "abguard.catch_all"
     assert rules["abguard.catch_all"]["pri"] > max(r["pri"] for k, r in rules.items() if k != "abguard.catch_all")
     assert rules["accuracy.significant_regression"]["pri"] < rules["accuracy.sudden_drop"]["pri"]
-    assert len(rules) == 1 + 39
+    assert len(rules) == 1 + 42
 
 
 def test_facts_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:

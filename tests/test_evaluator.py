@@ -148,7 +148,7 @@ def test_decision_explains_itself(policy) -> None:  # type: ignore[no-untyped-de
     assert (below["observed"], below["threshold"], below["held_seconds"]) == (1.0, 1.0, 30)
     # a sequential statistic says which boundary it crossed, its estimate and always-valid interval
     assert below["detail"].startswith("accuracy.floor_alarm 1 >= 1: challenger accuracy (floor 0.85) 80.0% [")
-    assert "since 2026-11-24T09:00:00Z; log-evidence 30.1 (alarm at 15.1, clears below 7.5)" in below["detail"]
+    assert "since 2026-11-24T09:00:00Z; log-evidence 33.5 (alarm at 16.7, clears below 8.4)" in below["detail"]
     assert accuracy["contribution"] == pytest.approx(accuracy["weight"] * accuracy["severity"])
     assert below["detail"] in decision["reason"]
     assert decision["policy"]["digest"].startswith("sha256:")

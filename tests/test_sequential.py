@@ -19,7 +19,7 @@ from engine.contract.times import format_time
 from engine.facts.accuracy import BelowFloor, RelativeDrop
 from engine.facts.confidence import DistributionShift
 from engine.facts.errors import RateIncrease
-from engine.facts.sequential import Comparison, Detector, Settings, relative_settings
+from engine.facts.sequential import MIXTURE, Comparison, Detector, Settings, relative_settings
 from engine.facts.throughput import ShareDrop
 from engine.pipeline import Evaluator
 from engine.policy import load_effective
@@ -293,7 +293,7 @@ def test_a_batch_waits_for_its_length_and_its_least_data() -> None:
     sparse = Detector.start(drop)
     for s in snapshots:
         sparse = sparse.add(replace(s, champion=replace(s.champion, labeled=4, correct=3)))
-    assert sparse.began == t0 and sparse.runs == (Run(),)  # 24 champion labels in 60 s: not judged yet
+    assert sparse.began == t0 and sparse.runs == (Run(),) * len(MIXTURE)  # 24 champion labels in 60 s: not judged yet
 
 
 def test_a_tiny_significant_drop_at_a_million_labels_is_not_acted_on() -> None:

@@ -271,10 +271,11 @@ def test_cli_prints_json_with_the_documented_keys_and_writes_a_png(
     assert set(study) == {
         "name", "tests", "hours", "interval_s", "rps", "rollout_percent", "traffic", "label_rate", "accuracy",
         "effects", "test_days", "false_cutbacks", "conditions_triggered_share", "detections",
+        "challenger_label_rate", "labels", "latency_model",
     }  # fmt: skip
     (found,) = study["detections"]
     assert set(found) == {"effect", "kind", "size", "start_s", "condition", "cutback_delay", "condition_delay",
-                          "false_cutbacks_before_change"}  # fmt: skip
+                          "false_cutbacks_before_change", "cutback_delay_after_labels"}  # fmt: skip
     assert set(found["cutback_delay"]) == {"tests", "already", "detected", "missed", "median_s", "p90_s", "max_s"}
     assert found["cutback_delay"]["detected"] == 2 and found["cutback_delay"]["max_s"] <= 300
     assert set(found["false_cutbacks_before_change"]) == {

@@ -23,7 +23,7 @@ from ..simulation import (
     run_studies,
     standard_studies,
 )
-from ..simulation.generator import SHAPES
+from ..simulation.generator import LABEL_DELIVERIES, LATENCY_MODELS, SHAPES
 from ..simulation.report import build_report, print_table
 from .common import UsageError, add_policy_selection, load_policy, positive_int
 from .simulate_plot import plot
@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "rps": 42_000.0,
     "rollout": 10.0,
     "accuracy": 0.88,
+    "latency_model": "light",
+    "challenger_label_rate": None,
+    "labels": "prompt",
 }
 SCENARIO_FLAGS = {**{key: f"--{key.replace('_', '-')}" for key in DEFAULTS}, "effects": "--effect", "oc": "--oc"}
 
@@ -105,9 +108,21 @@ def add_parser(commands: Any) -> None:
     )
     scenario.add_argument("--accuracy", type=_number(0, 1), help="champion's accuracy [0.88]")
     scenario.add_argument(
+        "--latency-model", choices=LATENCY_MODELS,
+        help="light: one lognormal; realistic: a heavy tail and GC pauses in both arms [light]",
+    )  # fmt: skip
+    scenario.add_argument(
+        "--challenger-label-rate", type=_number(0, 1e6), metavar="R",
+        help="labels per second of the challenger, when not --label-rate (a small challenger) [--label-rate]",
+    )  # fmt: skip
+    scenario.add_argument(
+        "--labels", choices=LABEL_DELIVERIES,
+        help="prompt: with their predictions; late: per arm, in bursts every 5-20 min, 10-30 min late [prompt]",
+    )  # fmt: skip
+    scenario.add_argument(
         "--effect", dest="effects", action="append", type=_effect, metavar="SPEC",
         help="kind:size[@start] on the challenger, repeatable: accuracy:-0.07@2h, latency:+0.6@0, "
-        "error_rate:+2@30m, confidence:0.2@1h",
+        "error_rate:+2@30m, confidence:0.2@1h, tail:0.02@1h; shared:-0.1@1h changes both arms' accuracy",
     )  # fmt: skip
     scenario.add_argument(
         "--oc", "--sizes", dest="oc", type=_sweep, metavar="SWEEP",

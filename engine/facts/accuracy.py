@@ -1,21 +1,29 @@
 """Accuracy: rolling correct/labeled of both arms, the challenger's Wilson interval, the
-one-sided test of 'the challenger is less accurate', and two sequential detectors: the
-challenger's relative drop against the champion (`drop_*`) and its shortfall below the
-policy's absolute floor (`floor_*`)."""
+one-sided test of 'the challenger is less accurate', and three sequential detectors: the
+challenger's relative drop against the champion (`drop_*`), its shortfall below the policy's
+absolute floor (`floor_*`, an exact binomial e-value: no normal approximation, no least batch),
+and the champion's own shortfall below that floor (`champion_floor_*`): the challenger below the
+floor while the champion's evidence climbs too, with no drop between them, is a shift both arms
+share (the policy's shared_degradation), not the model's.
+
+Labels count whichever snapshot carries them: each arm's labels add to the pending batch on
+their own, and a batch is judged once both arms hold enough (docs/statistics.md, "Labels").
+Each detector is a mixture of alternatives (MIXTURE): a large drop on few labels is judged
+against a large alternative, so its evidence grows with its size."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Self
 
 from .. import stats
 from ..contract import Snapshot
 from ..policy.model import Condition
-from ..stats.sequential import Boundary, gaussian_log_e
+from ..stats.sequential import Boundary, binomial_log_e, gaussian_log_e
 from .reading import Reading
-from .sequential import Detector, DetectorSpec, Evidence, Settings, advance, relative_settings
+from .sequential import MIXTURE, Detector, DetectorSpec, Evidence, Settings, advance, relative_settings
 from .windows import RollingSums
 
 PREFIX = "accuracy"
@@ -34,12 +42,28 @@ def _smoothed(correct: float, labeled: float) -> float:
     return (correct + 0.5) / (labeled + 1.0)
 
 
+def mixture_names(stem: str) -> tuple[str, ...]:
+    """One component per alternative of the mixture: `drop`, `drop x2`, `drop x4`, ..."""
+    return tuple(stem if multiple == 1 else f"{stem} x{multiple:g}" for multiple in MIXTURE)
+
+
+def _mixture(d: float, variance: float, settings: Settings) -> list[Evidence | None]:
+    """The batch's Gaussian e-value against each alternative of the mixture."""
+    null = settings.null
+    return [
+        Evidence(gaussian_log_e(d, variance, null, alternative), d, variance) for alternative in settings.alternatives
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class RelativeDrop:
-    """log(champion accuracy / challenger accuracy) per batch, normal approximation (delta method)."""
+    """log(champion accuracy / challenger accuracy) per batch, normal approximation (delta method).
+
+    Labels of either arm count in whichever snapshot they come: the batch sums each arm's own, and
+    is judged once both hold MIN_BATCH_LABELS (it assumes each arm's accuracy is steady over the batch)."""
 
     settings: Settings
-    components: Sequence[str] = ("drop",)
+    components: Sequence[str] = mixture_names("drop")
 
     @property
     def signed(self) -> bool:
@@ -47,9 +71,9 @@ class RelativeDrop:
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
         champion, challenger = s.champion, s.challenger
-        if not champion.labeled or not challenger.labeled:
+        if not champion.labeled and not challenger.labeled:
             return None
-        return (champion.labeled, champion.correct or 0, challenger.labeled, challenger.correct or 0)
+        return (champion.labeled or 0, champion.correct or 0, challenger.labeled or 0, challenger.correct or 0)
 
     def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
         n_h, c_h, n_c, c_c = pending
@@ -58,7 +82,7 @@ class RelativeDrop:
         p_h, p_c = _smoothed(c_h, n_h), _smoothed(c_c, n_c)
         d = math.log(p_h / p_c)
         variance = (1 - p_c) / (n_c * p_c) + (1 - p_h) / (n_h * p_h)
-        return [Evidence(gaussian_log_e(d, variance, self.settings.null, self.settings.alternative), d, variance)]
+        return _mixture(d, variance, self.settings)
 
     def shown(self, internal: float) -> float:
         return -math.expm1(-internal)  # the relative drop 1 - challenger / champion
@@ -69,34 +93,41 @@ class RelativeDrop:
 
 @dataclass(frozen=True, slots=True)
 class BelowFloor:
-    """log(floor / challenger accuracy) per batch: the challenger's shortfall below the floor."""
+    """The challenger's shortfall below the floor, on the scale log(floor / accuracy).
+
+    Its e-value is exact: the binomial likelihood ratio of the batch's correct labels under an
+    accuracy below the floor against the floor itself is monotone in the accuracy, so its mean is
+    at most 1 for every accuracy at or above the floor, with 3 labels as with 3,000. One component
+    per alternative of the mixture (the floor lowered by 1, 2, 4, 8 times the margin, on the log
+    scale). The estimate and its interval use the normal approximation, as a person reads them."""
 
     settings: Settings
     floor: float
-    components: Sequence[str] = ("floor",)
+    champion: bool = False  # the champion's shortfall instead: a shift both arms share
+    components: Sequence[str] = mixture_names("floor")
 
     @property
     def signed(self) -> bool:  # it reports an accuracy, not a change
         return False
 
     def row(self, s: Snapshot) -> tuple[float, ...] | None:
-        challenger = s.challenger
-        return (challenger.labeled, challenger.correct or 0) if challenger.labeled else None
+        arm = s.champion if self.champion else s.challenger
+        return (arm.labeled, arm.correct or 0) if arm.labeled else None
 
     def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
-        n_c, c_c = pending
-        if n_c < MIN_BATCH_LABELS:
+        n, c = pending
+        if n < 1:
             return None
-        p_c = _smoothed(c_c, n_c)
-        d = math.log(self.floor / p_c)
-        variance = (1 - p_c) / (n_c * p_c)
-        return [Evidence(gaussian_log_e(d, variance, self.settings.null, self.settings.alternative), d, variance)]
+        p = _smoothed(c, n)
+        d, variance = math.log(self.floor / p), (1 - p) / (n * p)
+        floor, alternatives = self.floor, self.settings.alternatives
+        return [Evidence(binomial_log_e(c, n, floor, floor * math.exp(-a)), d, variance) for a in alternatives]
 
     def shown(self, internal: float) -> float:
-        return self.floor * math.exp(-internal)  # the challenger's accuracy
+        return self.floor * math.exp(-internal)  # the arm's accuracy
 
     def describe(self, component: int) -> str:
-        return f"challenger accuracy (floor {self.floor:g})"
+        return f"{'champion' if self.champion else 'challenger'} accuracy (floor {self.floor:g})"
 
 
 def _drop(condition: Condition, boundary: Boundary, batch: float) -> RelativeDrop:
@@ -109,9 +140,15 @@ def _floor(condition: Condition, boundary: Boundary, batch: float) -> BelowFloor
     return BelowFloor(Settings(0.0, margin, boundary, batch), condition.thresholds["accuracy_threshold"])
 
 
+def _champion_floor(condition: Condition, boundary: Boundary, batch: float) -> BelowFloor:
+    return replace(_floor(condition, boundary, batch), champion=True)
+
+
+FLOOR_KEYS = ("accuracy_threshold", "accuracy_floor_margin")
 DETECTORS = (
-    DetectorSpec("drop", 1, ("accuracy_degradation_percentage",), _drop),
-    DetectorSpec("floor", 1, ("accuracy_threshold", "accuracy_floor_margin"), _floor),
+    DetectorSpec("drop", len(MIXTURE), ("accuracy_degradation_percentage",), _drop),
+    DetectorSpec("floor", len(MIXTURE), FLOOR_KEYS, _floor),
+    DetectorSpec("champion_floor", len(MIXTURE), FLOOR_KEYS, _champion_floor),
 )
 EMITS = frozenset(
     {"challenger", "champion", "challenger_ci_low", "challenger_ci_high", "relative_drop", "p_value", "samples"}

@@ -70,7 +70,7 @@ class DistributionShift:
 
 def _shift(condition: Condition, boundary: Boundary, batch: float) -> DistributionShift:
     threshold = condition.thresholds["confidence_drift_threshold"]
-    return DistributionShift(Settings(threshold / 2, threshold, boundary, batch))
+    return DistributionShift(Settings(threshold / 2, threshold, boundary, batch).clustered())
 
 
 DETECTORS = (DetectorSpec("drift", 2 * len(CUTS), ("confidence_drift_threshold",), _shift),)

@@ -77,7 +77,7 @@ class RateIncrease:
 
 def _increase(condition: Condition, boundary: Boundary, batch: float) -> RateIncrease:
     threshold = condition.thresholds["error_rate_increase"]
-    return RateIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False))
+    return RateIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False).clustered())
 
 
 DETECTORS = (DetectorSpec("increase", len(KINDS), ("error_rate_increase",), _increase),)

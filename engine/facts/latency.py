@@ -1,6 +1,10 @@
 """Latency: each arm's quantiles and mean over the window, from histograms or request-weighted
-percentiles, the challenger's increase over the champion, its connection-pool use, and the
-sequential detector of the challenger's mean latency against the champion's (`increase_*`)."""
+percentiles, the challenger's increase over the champion, its connection-pool use, and two
+sequential detectors: the challenger's mean latency against the champion's (`increase_*`, a
+mixture of alternatives) and its share of the slowest requests (`tail_*`, from histograms).
+
+Both judge request-level data, whose requests are not independent (a GC pause slows a share of
+one arm's requests for a moment): a batch adds at most a third of the alarm level (clustered)."""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from typing import NamedTuple, Self
 from .. import stats
 from ..contract import Arm, Histogram, Percentiles, Snapshot
 from ..policy.model import Condition
-from ..stats.sequential import Boundary, gaussian_log_e
+from ..stats.sequential import Boundary, binomial_log_e, gaussian_log_e
 from .reading import Reading
-from .sequential import Detector, Detectors, DetectorSpec, Evidence, Settings, advance, relative_settings
+from .sequential import MIXTURE, Detector, Detectors, DetectorSpec, Evidence, Settings, advance, relative_settings
 from .windows import RollingSums
 
 PREFIX = "latency"
 MIN_BATCH_REQUESTS = 100  # requests per arm before a batch's means are compared
+TAIL_SHARE = 0.02  # the tail: above the lowest histogram bound that at most 2% of both arms' requests pass
 Z_95_ONE_SIDED = 1.6448536269514722  # p95 of a lognormal is exp(mu + 1.645 sigma)
 
 
@@ -28,7 +33,7 @@ class MeanIncrease:
     own spread (histogram buckets at their midpoints, or a lognormal fitted to p50 and p95)."""
 
     settings: Settings
-    components: Sequence[str] = ("mean",)
+    components: Sequence[str] = tuple("mean" if m == 1 else f"mean x{m:g}" for m in MIXTURE)
 
     @property
     def signed(self) -> bool:
@@ -46,12 +51,13 @@ class MeanIncrease:
             return None
         mean_h, mean_c = sum_h / n_h, sum_c / n_c
         if mean_h <= 0 or mean_c <= 0:
-            return [None]
+            return [None] * len(MIXTURE)
         spread_h = max(squares_h / n_h - mean_h * mean_h, 0.0) / (mean_h * mean_h)  # squared coefficients of variation
         spread_c = max(squares_c / n_c - mean_c * mean_c, 0.0) / (mean_c * mean_c)
         variance = max(spread_h / n_h + spread_c / n_c, 1e-12)
         d = math.log(mean_c / mean_h)
-        return [Evidence(gaussian_log_e(d, variance, self.settings.null, self.settings.alternative), d, variance)]
+        null = self.settings.null
+        return [Evidence(gaussian_log_e(d, variance, null, alt), d, variance) for alt in self.settings.alternatives]
 
     def shown(self, internal: float) -> float:
         return math.expm1(internal)  # the relative increase challenger / champion - 1
@@ -81,12 +87,82 @@ def _moments(arm: Arm) -> tuple[float, float, float] | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TailShare:
+    """The challenger's rate of tail requests over the champion's, by the conditional binomial test
+    (as errors.RateIncrease): per snapshot, the tail is what lies above the lowest histogram bound
+    that at most TAIL_SHARE of both arms' requests pass, chosen from the pooled counts alone; given
+    both arms' tail counts, the challenger's share is Binomial with a mean set by the arms' requests
+    and the rate ratio: an exact e-value per snapshot, multiplied over the batch. A p99 that doubles
+    while p50 and p95 hold is a tail rate several times the champion's."""
+
+    settings: Settings
+    components: Sequence[str] = ("tail",)
+
+    @property
+    def signed(self) -> bool:
+        return True
+
+    def row(self, s: Snapshot) -> tuple[float, ...] | None:
+        tail = tail_counts(s.champion.latency, s.challenger.latency)
+        if tail is None:
+            return None
+        n_h, y, n_c, x = tail
+        null, alternative = n_c * math.exp(self.settings.null), n_c * math.exp(self.settings.alternative)
+        p_null, p_alt = null / (null + n_h), alternative / (alternative + n_h)
+        return (binomial_log_e(x, x + y, p_null, p_alt) if x + y else 0.0, x, y, n_c, n_h)
+
+    def judge(self, pending: tuple[float, ...]) -> list[Evidence | None] | None:
+        log_e, x, y, n_c, n_h = pending
+        if n_c < MIN_BATCH_REQUESTS or n_h < MIN_BATCH_REQUESTS:
+            return None
+        if x + y <= 0:
+            return [None]
+        d = math.log((x + 0.5) / n_c) - math.log((y + 0.5) / n_h)
+        return [Evidence(log_e, d, 1 / (x + 0.5) + 1 / (y + 0.5))]
+
+    def shown(self, internal: float) -> float:
+        return math.expm1(internal)  # the relative increase of the tail rate
+
+    def describe(self, component: int) -> str:
+        return "challenger share of tail requests vs champion"
+
+
+def tail_counts(champion: object, challenger: object) -> tuple[int, int, int, int] | None:
+    """(champion requests, champion tail, challenger requests, challenger tail) of one snapshot's
+    histograms on the same bounds, the tail chosen from the pooled counts; None without them."""
+    if not isinstance(champion, Histogram) or not isinstance(challenger, Histogram):
+        return None
+    if champion.bounds != challenger.bounds:
+        return None
+    n_h, n_c = sum(champion.counts), sum(challenger.counts)
+    total = n_h + n_c
+    if n_h <= 0 or n_c <= 0:
+        return None
+    above = total
+    cut = len(champion.counts) - 1  # the +Inf bucket alone when no bound leaves a small enough tail
+    for index in range(len(champion.counts) - 1):
+        above -= champion.counts[index] + challenger.counts[index]
+        if above <= TAIL_SHARE * total:
+            cut = index + 1
+            break
+    return n_h, sum(champion.counts[cut:]), n_c, sum(challenger.counts[cut:])
+
+
 def _increase(condition: Condition, boundary: Boundary, batch: float) -> MeanIncrease:
     threshold = condition.thresholds["latency_increase"]
-    return MeanIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False))
+    return MeanIncrease(relative_settings(threshold, boundary, batch, worse_is_lower=False).clustered())
 
 
-DETECTORS = (DetectorSpec("increase", 1, ("latency_increase",), _increase),)
+def _tail(condition: Condition, boundary: Boundary, batch: float) -> TailShare:
+    threshold = condition.thresholds["latency_tail_increase"]
+    return TailShare(relative_settings(threshold, boundary, batch, worse_is_lower=False).clustered())
+
+
+DETECTORS = (
+    DetectorSpec("increase", len(MIXTURE), ("latency_increase",), _increase),
+    DetectorSpec("tail", 1, ("latency_tail_increase",), _tail),
+)
 EMITS = frozenset(
     {fact for spec in DETECTORS for fact in spec.facts()}
     | {

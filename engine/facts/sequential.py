@@ -27,6 +27,14 @@ from .reading import Reading
 
 ALARM_SUFFIXES = ("alarm", "evidence", "estimate", "low", "high")
 SHOWN_LIMIT = 700.0  # internal values are log ratios at most: exp(700) is still a float
+# Alternatives of a mixture comparison, as multiples of the threshold's distance from the null: one
+# component each, sharing the detector's budget, so a large effect is judged against a large alternative
+# and gains evidence in proportion to its size (docs/statistics.md, "Power that grows with the effect").
+MIXTURE = (1.0, 2.0, 4.0, 8.0)
+# A comparison of request-level data (latency, errors, requests, confidences) needs this many batches to
+# alarm: requests within a batch are not independent (a GC pause, a burst of errors), so one batch, however
+# many requests it holds, may add at most 1/MIN_ALARM_BATCHES of the alarm level.
+MIN_ALARM_BATCHES = 3
 
 
 class Evidence(NamedTuple):
@@ -46,6 +54,19 @@ class Settings:
     alternative: float
     boundary: Boundary
     batch_seconds: float
+    most_per_batch: float = math.inf  # nats one batch may add (its e-value capped: still an e-value)
+
+    @property
+    def alternatives(self) -> tuple[float, ...]:
+        """The mixture's alternatives: MIXTURE multiples of the threshold's distance from the null."""
+        gap = self.alternative - self.null
+        return tuple(self.null + gap * multiple for multiple in MIXTURE)
+
+    def clustered(self) -> Settings:
+        """These settings for request-level data: a batch adds at most 1/MIN_ALARM_BATCHES of the alarm level."""
+        return Settings(
+            self.null, self.alternative, self.boundary, self.batch_seconds, self.boundary.enter / MIN_ALARM_BATCHES
+        )
 
     @property
     def rho(self) -> float:
@@ -106,8 +127,11 @@ class Detector:
         judged = self.comparison.judge(pending)
         if judged is None:
             return Detector(self.comparison, self.runs, pending, began)
+        cap = settings.most_per_batch
         runs = tuple(
-            run if evidence is None else run.update(*evidence, began, settings.boundary)
+            run
+            if evidence is None
+            else run.update(min(evidence.log_e, cap), evidence.estimate, evidence.variance, began, settings.boundary)
             for run, evidence in zip(self.runs, judged, strict=True)
         )
         return Detector(self.comparison, runs)

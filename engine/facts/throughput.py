@@ -61,7 +61,7 @@ class ShareDrop:
 
 def _drop(condition: Condition, boundary: Boundary, batch: float) -> ShareDrop:
     threshold = condition.thresholds["throughput_degradation_percentage"]
-    return ShareDrop(relative_settings(threshold, boundary, batch, worse_is_lower=True))
+    return ShareDrop(relative_settings(threshold, boundary, batch, worse_is_lower=True).clustered())
 
 
 DETECTORS = (DetectorSpec("drop", 1, ("throughput_degradation_percentage",), _drop),)

@@ -55,8 +55,16 @@ SEQUENTIAL: tuple[SequentialStatistic, ...] = (
         "the challenger's accuracy below the absolute floor", ("accuracy_threshold",),
     ),
     SequentialStatistic(
+        "accuracy.champion_floor", "accuracy", ("accuracy_threshold", "accuracy_floor_margin"), "ratio",
+        "the champion's accuracy below the same floor (a shift both arms share)", ("accuracy_threshold",),
+    ),
+    SequentialStatistic(
         "latency.increase", "latency", ("latency_increase",), "fraction",
         "the challenger's mean latency increase vs the champion",
+    ),
+    SequentialStatistic(
+        "latency.tail", "latency", ("latency_tail_increase",), "fraction",
+        "the challenger's share of requests in the latency tail vs the champion's (above the pooled p98 bound)",
     ),
     SequentialStatistic(
         "confidence.drift", "confidence_drift", ("confidence_drift_threshold",), "fraction",

@@ -20,6 +20,8 @@ class Indicator:
     severity: float
     for_seconds: float = 0.0
     critical: bool = False
+    # what it asks for when it fires: None, its condition's actions; a tuple (maybe empty), these instead
+    actions: tuple[NamedAction, ...] | None = None
     id: str = field(init=False, default="")  # condition.name, the rule's name in the ruleset
     leaves: tuple[Compare, ...] = field(init=False, default=(), repr=False, compare=False)
 
@@ -151,6 +153,7 @@ def _condition(name: str, body: dict[str, Any]) -> Condition:
             severity=float(item["severity"]),
             for_seconds=parse_duration(item["for"]) if "for" in item else 0.0,
             critical=bool(item.get("critical", False)),
+            actions=_actions(item["actions"]) if "actions" in item else None,
         )
         for item in body["indicators"]
     )
@@ -161,7 +164,7 @@ def _condition(name: str, body: dict[str, Any]) -> Condition:
         window_seconds=parse_duration(body["window"]),
         min_samples=int(body["min_samples"]),
         indicators=indicators,
-        actions=tuple(NamedAction(a["name"], dict(a.get("params", {}))) for a in body.get("actions", ())),
+        actions=_actions(body.get("actions", ())),
         thresholds=thresholds,
         baseline_window_seconds=parse_duration(baseline) if baseline else None,
         sensitivity=body.get("sensitivity"),
@@ -183,3 +186,7 @@ def _rule(body: dict[str, Any]) -> DecisionRule:
         held_for_seconds=parse_duration(when["held_for"]) if "held_for" in when else None,
         params=body.get("params"),
     )
+
+
+def _actions(items: Any) -> tuple[NamedAction, ...]:
+    return tuple(NamedAction(a["name"], dict(a.get("params", {}))) for a in items)

@@ -88,6 +88,12 @@ def _indicator() -> dict[str, Any]:
             "for": _duration("how long `when` must hold continuously, in event time"),
             "severity": _fraction("the condition's severity while this indicator fires"),
             "critical": {"type": "boolean", "description": "firing makes the condition critical"},
+            "actions": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/action"},
+                "description": "what this indicator asks for when it fires, instead of its condition's actions"
+                " ([] asks for none: the condition's alert still fires)",
+            },
         },
         "required": ["name", "when", "severity"],
         "additionalProperties": False,

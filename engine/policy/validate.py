@@ -263,6 +263,13 @@ def _check_condition(
         yield merged.diagnostic(
             (*path, "sensitivity"), "unknown-sensitivity", f"no sensitivity_levels entry for '{sensitivity}'"
         )
+    yield from _check_actions(merged, skip, path, body)
+    for index, indicator in enumerate(body.get("indicators", []) if skip.readable((*path, "indicators")) else []):
+        if isinstance(indicator, dict):
+            yield from _check_actions(merged, skip, (*path, "indicators", index), indicator)
+
+
+def _check_actions(merged: Merged, skip: Unreadable, path: Path, body: dict[str, Any]) -> Iterator[Diagnostic]:
     actions = body.get("actions", []) if skip.readable((*path, "actions")) else []
     for index, action in enumerate(actions):
         # the schema checks parameters too: only an action it found nothing wrong with is checked again

@@ -7,6 +7,10 @@ An effect is a kind, a size and a start time. Sizes are relative where that read
     error_rate:+2.0    the challenger's error probabilities x 3
     confidence:0.2     the challenger's confidence Beta shifted lower until the binned KS
                        distance to the champion's is 0.2
+    tail:0.02          2% of the challenger's requests slow (about 6 ms): its p99 doubles while
+                       p50 and p95 barely move
+    shared:-0.1        BOTH arms' accuracy x 0.9 (an upstream data shift): not a regression of
+                       the challenger, so a study with only shared effects counts false cut-backs
 
 `@` gives the start from the test's start: `@0` (the default) is bad from the first
 snapshot, `@2h`, `@90m`, `@600s` or `@600` (seconds) later.
@@ -19,16 +23,20 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["accuracy", "latency", "error_rate", "confidence"]
-KINDS: tuple[Kind, ...] = ("accuracy", "latency", "error_rate", "confidence")
+Kind = Literal["accuracy", "latency", "error_rate", "confidence", "tail", "shared"]
+KINDS: tuple[Kind, ...] = ("accuracy", "latency", "error_rate", "confidence", "tail", "shared")
 # the policy condition an effect is meant to trip: its "condition delay"
 CONDITION: dict[Kind, str] = {
     "accuracy": "accuracy",
     "latency": "latency",
     "error_rate": "error_rate",
     "confidence": "confidence_drift",
+    "tail": "latency",
+    "shared": "accuracy",
 }
+HARMLESS: frozenset[Kind] = frozenset({"shared"})  # effects that leave the challenger no worse than the champion
 MAX_KS = 0.9  # a shift of the Beta reaches any binned KS distance below this
+MAX_TAIL = 0.5  # at most half of the requests slow: beyond that it is a latency shift, not a tail
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _SPEC = re.compile(rf"(?P<kind>[a-z_]+):(?P<size>{_NUMBER})(?:@(?P<at>\d+(?:\.\d*)?|\.\d+)(?P<unit>[smh]?))?")
@@ -48,6 +56,11 @@ class Effect:
     @property
     def condition(self) -> str:
         return CONDITION[self.kind]
+
+    @property
+    def harmful(self) -> bool:
+        """Whether the challenger is worse than the champion with it: a cut-back is then a detection."""
+        return self.kind not in HARMLESS
 
     @property
     def spec(self) -> str:
@@ -97,10 +110,12 @@ def _checked(text: str, kind: str, size: float, at: float) -> Effect:
         raise EffectError(f"bad effect {text!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not math.isfinite(size) or not math.isfinite(at):
         raise EffectError(f"bad effect {text!r}: size and start must be finite")
-    if kind in ("accuracy", "latency") and size <= -1:
+    if kind in ("accuracy", "latency", "shared") and size <= -1:
         raise EffectError(f"bad effect {text!r}: a relative {kind} change must be > -1 (the arm keeps some)")
     if kind == "error_rate" and size < -1:
         raise EffectError(f"bad effect {text!r}: a relative error-rate change must be >= -1")
     if kind == "confidence" and not 0 <= size < MAX_KS:
         raise EffectError(f"bad effect {text!r}: a confidence shift is a KS distance in [0, {MAX_KS})")
+    if kind == "tail" and not 0 <= size <= MAX_TAIL:
+        raise EffectError(f"bad effect {text!r}: a tail effect is the share of slow requests, in [0, {MAX_TAIL}]")
     return Effect(next(known for known in KINDS if known == kind), size, at)

@@ -4,10 +4,15 @@ Every `interval` seconds for `hours`, each arm gets (drawn with numpy's Generato
 
     requests      Poisson(rps x traffic shape x arm share x interval); the shape is constant, or
                   diurnal: 1 + 0.35 sin(2 pi t / 24 h + phase), a random phase per test
-    labeled       Poisson(label_rate x interval) labels PER ARM (at most the arm's requests),
+    labeled       Poisson(label_rate x interval) labels PER ARM (at most the arm's requests; the
+                  challenger's rate may be its own, challenger_label_rate: a small challenger);
+                  labels "prompt" come with their predictions' snapshot, "late" come per arm in
+                  bursts every 5-20 minutes, each covering predictions 10-30 minutes older
     correct       Binomial(labeled, accuracy)
     latency_ms    a histogram on the bounds of scenarios/generate.py, multinomial over the requests
-                  from a lognormal with median 1.0 ms and p95 1.64 ms
+                  from a lognormal with median 1.0 ms and p95 1.64 ms; "realistic" latency adds a
+                  heavy tail (0.5% of requests around 5 ms) and GC pauses in both arms (a snapshot
+                  of an arm, with probability 2%, has 1-3% of its requests around 20 ms)
     confidence    10 bins, multinomial over a 10% sample of the requests, from Beta(8, 1.2)
     errors        Binomial(requests, p) per category; the probabilities sum to the spec's 1% baseline
     retries       80% of the errors retried, 5% of retries fail
@@ -38,6 +43,10 @@ from .effects import Effect
 
 Shape = Literal["constant", "diurnal"]
 SHAPES: tuple[Shape, ...] = ("constant", "diurnal")
+LatencyModel = Literal["light", "realistic"]
+LATENCY_MODELS: tuple[LatencyModel, ...] = ("light", "realistic")
+LabelDelivery = Literal["prompt", "late"]
+LABEL_DELIVERIES: tuple[LabelDelivery, ...] = ("prompt", "late")
 START = 1_795_478_400.0  # 2026-11-24T00:00:00Z: the first interval ends one interval later
 DAY = 86_400.0
 
@@ -61,6 +70,12 @@ CPU = (0.45, 0.02)  # at the mean traffic; it follows the traffic shape
 MEMORY = (0.55, 0.01)
 DUPLICATES = (0.01, 0.001)
 DIURNAL_AMPLITUDE = 0.35
+# realistic latency: a heavy tail, GC pauses, and the tail effect's slow requests (median ms, lognormal sigma)
+HEAVY_SHARE, HEAVY_MS = 0.005, (5.0, 0.5)
+GC_PROBABILITY, GC_SHARE, GC_MS = 0.02, (0.01, 0.03), (20.0, 0.3)
+TAIL_MS = (6.0, 0.2)
+# late labels: per arm, a burst every 5-20 minutes delivers the labels of predictions 10-30 minutes old
+BURST_MINUTES, LAG_MINUTES = (5.0, 20.0), (10.0, 30.0)
 
 assert tuple(ERROR_RATES) == ERROR_CATEGORIES
 
@@ -77,6 +92,9 @@ class StreamConfig:
     label_rate: float = 10.0  # labels per second per arm
     accuracy: float = 0.88  # the champion's (and a healthy challenger's)
     effects: tuple[Effect, ...] = field(default_factory=tuple)
+    latency_model: LatencyModel = "light"
+    challenger_label_rate: float | None = None  # labels per second of the challenger, when not label_rate
+    labels: LabelDelivery = "prompt"
 
     @property
     def steps(self) -> int:
@@ -94,10 +112,16 @@ class StreamConfig:
             raise ValueError("rps must be > 0 and the label rate >= 0")
         if self.traffic not in SHAPES:
             raise ValueError(f"traffic must be one of {', '.join(SHAPES)}, got {self.traffic!r}")
+        if self.latency_model not in LATENCY_MODELS:
+            raise ValueError(f"latency model must be one of {', '.join(LATENCY_MODELS)}, got {self.latency_model!r}")
+        if self.labels not in LABEL_DELIVERIES:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_DELIVERIES)}, got {self.labels!r}")
+        if self.challenger_label_rate is not None and not self.challenger_label_rate >= 0:
+            raise ValueError("the challenger's label rate must be >= 0")
         if not 0 <= self.accuracy <= 1:
             raise ValueError(f"accuracy must be within 0..1, got {self.accuracy:g}")
         for effect in self.effects:
-            if effect.kind == "accuracy" and self.accuracy * effect.factor() > 1:
+            if effect.kind in ("accuracy", "shared") and self.accuracy * effect.factor() > 1:
                 raise ValueError(f"{effect.spec} makes the challenger's accuracy more than 1")
             if effect.kind == "error_rate" and sum(ERROR_RATES.values()) * effect.factor() >= 1:
                 raise ValueError(f"{effect.spec} makes the challenger's error probability 1 or more")
@@ -108,8 +132,63 @@ class StreamConfig:
 
 def stream(config: StreamConfig, test_id: str, seed: int) -> Iterator[dict[str, Any]]:
     """The test's snapshots, oldest first, as dicts parse_snapshot accepts."""
+    late = LateLabels(config, seed) if config.labels == "late" else None
     for block in blocks(config, seed):
+        if late is not None:
+            late.deliver(block)
         yield from snapshots(config, test_id, block)
+
+
+class LateLabels:
+    """Label delivery per arm, independent of the other arm: each burst brings every label of the
+    predictions older than its lag that has not come yet. Its own random stream (from the seed), so
+    the rest of the stream is that of prompt labels."""
+
+    def __init__(self, config: StreamConfig, seed: int) -> None:
+        self.rngs = [np.random.default_rng([seed, 1, arm]) for arm in (0, 1)]  # one schedule per arm
+        self.interval = config.interval
+        self.queued: list[list[tuple[float, int, int]]] = [[], []]  # per arm: (prediction end, labeled, correct)
+        self.next_burst = [self._gap(0), self._gap(1)]
+        self.lag = [self._lag(0), self._lag(1)]
+
+    def _gap(self, arm: int) -> float:
+        return float(self.rngs[arm].uniform(*BURST_MINUTES)) * 60
+
+    def _lag(self, arm: int) -> float:
+        return float(self.rngs[arm].uniform(*LAG_MINUTES)) * 60
+
+    @classmethod
+    def first_carrying(cls, config: StreamConfig, seed: int, at: float) -> float | None:
+        """When (seconds from the start) the challenger's first label of a prediction made after `at`
+        arrives: the earliest any statistic can see a change of the model's accuracy at `at`."""
+        schedule = cls(config, seed)
+        for step in range(config.steps):
+            end = (step + 1) * config.interval
+            if end >= schedule.next_burst[1]:
+                if end - schedule.lag[1] > at:
+                    return end
+                schedule.next_burst[1] = end + schedule._gap(1)
+                schedule.lag[1] = schedule._lag(1)
+        return None
+
+    def deliver(self, d: Drawn) -> None:
+        """Replace the block's labels by those delivered in each interval (in place)."""
+        for step, end in enumerate(d.ends):
+            for arm in (0, 1):
+                self.queued[arm].append((end, d.labeled[step][arm], d.correct[step][arm]))
+                labeled = correct = 0
+                if end >= self.next_burst[arm]:
+                    cutoff = end - self.lag[arm]
+                    kept = []
+                    for made, n, c in self.queued[arm]:
+                        if made <= cutoff:
+                            labeled, correct = labeled + n, correct + c
+                        else:
+                            kept.append((made, n, c))
+                    self.queued[arm] = kept
+                    self.next_burst[arm] = end + self._gap(arm)
+                    self.lag[arm] = self._lag(arm)
+                d.labeled[step][arm], d.correct[step][arm] = labeled, correct
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +236,12 @@ def _block(rng: np.random.Generator, config: StreamConfig, phase: float, first: 
     arms = _Arms(config, ends)
 
     requests = rng.poisson(mean_requests)
-    labeled = np.minimum(rng.poisson(config.label_rate * config.interval, size=(BLOCK, 2)), requests)
-    correct = rng.binomial(labeled, arms.value(config.accuracy, "accuracy"))
-    latency = rng.multinomial(requests, arms.bins(_latency_bins(LATENCY_MEDIAN_MS), _latency_bins(arms.latency)))
+    label_rate: float | np.ndarray = config.label_rate
+    if config.challenger_label_rate is not None:
+        label_rate = np.array([config.label_rate, config.challenger_label_rate])
+    labeled = np.minimum(rng.poisson(np.multiply(label_rate, config.interval), size=(BLOCK, 2)), requests)
+    correct = rng.binomial(labeled, arms.accuracy(config.accuracy))
+    latency = rng.multinomial(requests, _latency_probabilities(rng, config, arms))
     confidence = rng.multinomial(
         np.rint(requests * CONFIDENCE_SHARE).astype(np.int64),
         arms.bins(_confidence_bins(0.0), _confidence_bins(arms.shift), "confidence"),
@@ -192,15 +274,26 @@ class _Arms:
         self.active = {
             kind: np.zeros(len(ends), dtype=bool) for kind in ("accuracy", "latency", "error_rate", "confidence")
         }
+        self.active["tail"] = np.zeros(len(ends), dtype=bool)
+        self.active["shared"] = np.zeros(len(ends), dtype=bool)
         self.factor = dict.fromkeys(self.active, 1.0)
         self.shift = 0.0
+        self.tail = 0.0
         for effect in config.effects:
             self.active[effect.kind] |= ends > effect.at
             if effect.kind == "confidence":
                 self.shift = effect.size
+            elif effect.kind == "tail":
+                self.tail = effect.size
             else:
                 self.factor[effect.kind] = effect.factor()
         self.latency = LATENCY_MEDIAN_MS * self.factor["latency"]
+
+    def accuracy(self, healthy: float) -> np.ndarray:
+        """(steps, 2): the challenger's accuracy changed by its effect, both arms' by a shared one."""
+        values = self.value(healthy, "accuracy")
+        values[self.active["shared"], :] *= self.factor["shared"]
+        return values
 
     def value(self, healthy: float, kind: str) -> np.ndarray:
         """(steps, 2)"""
@@ -283,11 +376,26 @@ def _arm(d: Drawn, step: int, arm: int) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=64)
-def _latency_bins(median: float) -> tuple[float, ...]:
+def _latency_bins(median: float, sigma: float = LATENCY_SIGMA) -> tuple[float, ...]:
     """P(latency in each bucket of BOUNDS, +Inf last) for a lognormal with this median."""
-    cdf = [0.5 * (1 + math.erf(math.log(bound / median) / (LATENCY_SIGMA * math.sqrt(2)))) for bound in BOUNDS]
+    cdf = [0.5 * (1 + math.erf(math.log(bound / median) / (sigma * math.sqrt(2)))) for bound in BOUNDS]
     edges = [0.0, *cdf, 1.0]
     return tuple(max(0.0, b - a) for a, b in pairwise(edges))
+
+
+def _latency_probabilities(rng: np.random.Generator, config: StreamConfig, arms: _Arms) -> np.ndarray:
+    """(steps, 2, bins): the healthy lognormal (the challenger's scaled by a latency effect), with the
+    realistic model's heavy tail and GC pauses in both arms, and a tail effect's slow requests."""
+    p = arms.bins(_latency_bins(LATENCY_MEDIAN_MS), _latency_bins(arms.latency))
+    if config.latency_model == "realistic":
+        p = (1 - HEAVY_SHARE) * p + HEAVY_SHARE * np.array(_latency_bins(*HEAVY_MS))
+        paused = rng.random(p.shape[:2]) < GC_PROBABILITY  # drawn only here: light streams stay as they were
+        share = np.where(paused, rng.uniform(*GC_SHARE, size=p.shape[:2]), 0.0)[:, :, None]
+        p = (1 - share) * p + share * np.array(_latency_bins(*GC_MS))
+    if arms.tail > 0:
+        slow = np.where(arms.active["tail"], arms.tail, 0.0)
+        p[:, 1] = (1 - slow[:, None]) * p[:, 1] + slow[:, None] * np.array(_latency_bins(*TAIL_MS))
+    return p
 
 
 EDGES = np.linspace(0.0, 1.0, 11)

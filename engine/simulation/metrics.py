@@ -18,6 +18,7 @@ Quantiles count a test with no such decision by the end of the run as an infinit
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from .effects import Effect
+from .generator import LateLabels
 from .runner import CUT_BACK, StudyResult, TestRun
 
 DAY = 86_400.0
@@ -180,6 +182,8 @@ class Detection:
     cutback: Delays
     condition_delay: Delays
     before_change: FalseCutBacks | None  # false cut-backs before the change (None when it starts at 0)
+    # late labels and an accuracy change: the cut-back delay from the first challenger labels that carry it
+    after_labels: Delays | None = None
 
 
 def detection(study: StudyResult, effect: Effect) -> Detection:
@@ -190,26 +194,36 @@ def detection(study: StudyResult, effect: Effect) -> Detection:
         for run in study.runs
     ]
     before = false_cutbacks(study, before=effect.at) if effect.at > 0 else None
+    after_labels = None
+    config = study.spec.config
+    if config.labels == "late" and effect.kind == "accuracy":
+        carried = [LateLabels.first_carrying(config, run.seed, effect.at) for run in study.runs]
+        after_labels = delays(study.runs, cut_events, effect.at, [math.inf if t is None else t for t in carried])
     return Detection(
         effect,
         effect.condition,
         delays(study.runs, cut_events, effect.at),
         delays(study.runs, cond_events, effect.at),
         before,
+        after_labels,
     )
 
 
-def delays(runs: Sequence[TestRun], events: Sequence[np.ndarray], at: float) -> Delays:
-    """From `at` to each run's first event on an affected decision (time > at)."""
+def delays(
+    runs: Sequence[TestRun], events: Sequence[np.ndarray], at: float, since: Sequence[float] | None = None
+) -> Delays:
+    """From `at` to each run's first event on an affected decision (time > at); measured from each run's
+    own `since` instead when given (an event before it counts as no delay)."""
     values: list[float] = []
     already = 0
-    for run, event in zip(runs, events, strict=True):
+    for number, (run, event) in enumerate(zip(runs, events, strict=True)):
         first = int(np.searchsorted(run.times, at, side="right"))  # first affected decision
         if first > 0 and event[first - 1]:
             already += 1
             continue
         hits = np.flatnonzero(event[first:])
-        values.append(float(run.times[first + hits[0]] - at) if len(hits) else float("inf"))
+        origin = at if since is None else since[number]
+        values.append(max(0.0, float(run.times[first + hits[0]] - origin)) if len(hits) else float("inf"))
     detected = [v for v in values if v != float("inf")]
     return Delays(
         tests=len(values),

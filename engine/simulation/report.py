@@ -42,6 +42,9 @@ def build_report(
             "rollout_percent": config.rollout,
             "traffic": config.traffic,
             "label_rate": config.label_rate,
+            "challenger_label_rate": config.challenger_label_rate,
+            "labels": config.labels,
+            "latency_model": config.latency_model,
             "accuracy": config.accuracy,
             "effects": [effect.spec for effect in config.effects],
             "test_days": sum(run.steps * run.interval for run in result.runs) / 86_400,
@@ -49,11 +52,12 @@ def build_report(
             "conditions_triggered_share": None,
             "detections": [],
         }
-        if not config.effects:
+        harmful = [effect for effect in config.effects if effect.harmful]
+        if not harmful:  # A/A, or only effects that leave the challenger no worse (a shared shift)
             found = false_cutbacks(result)
             entry["false_cutbacks"] = _false(found)
             entry["conditions_triggered_share"] = found.triggered_share
-        entry["detections"] = [_detection(detection(result, effect)) for effect in config.effects]
+        entry["detections"] = [_detection(detection(result, effect)) for effect in harmful]
         studies.append(entry)
     oc = None
     if sweep:
@@ -127,6 +131,7 @@ def _detection(found: Detection) -> dict[str, Any]:
         "cutback_delay": _delays(found.cutback),
         "condition_delay": _delays(found.condition_delay),
         "false_cutbacks_before_change": _false(found.before_change) if found.before_change else None,
+        "cutback_delay_after_labels": _delays(found.after_labels) if found.after_labels else None,
     }
 
 
@@ -211,10 +216,28 @@ def print_table(report: dict[str, Any], out: IO[str]) -> None:
             "  traffic: " + "; ".join(sorted({f"{_traffic(s)}, {s['tests']} tests x {s['hours']:g} h" for s in sick})),
             file=out,
         )
+        for s in sick:
+            for d in s["detections"]:
+                late = d.get("cutback_delay_after_labels")
+                if late:
+                    median, p90, most, missed, _ = _delay_cells(late)
+                    print(
+                        f"  {s['name']} @{format_at(d['start_s'])}: from the first challenger labels that carry the"
+                        f" change, cut-back median {median}, p90 {p90}, max {most}, missed {missed}",
+                        file=out,
+                    )
 
 
 def _traffic(s: dict[str, Any]) -> str:
     text = f"{s['traffic']}, {s['label_rate']:g} labels/s"
+    if s.get("challenger_label_rate") is not None:
+        text += f" (challenger {s['challenger_label_rate']:g})"
+    if s.get("labels", "prompt") != "prompt":
+        text += f", {s['labels']} labels"
+    if s.get("latency_model", "light") != "light":
+        text += f", {s['latency_model']} latency"
+    if s["rollout_percent"] != StreamConfig().rollout:
+        text += f", challenger at {s['rollout_percent']:g}%"
     if s["accuracy"] != StreamConfig().accuracy:
         text += f", champion {s['accuracy']:g}"
     return text

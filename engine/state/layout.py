@@ -147,6 +147,7 @@ class Names:
         self.cuts = frozenset(
             [f"rule:{rule.name}" for rule in policy.rules]
             + [f"{c.name}:{a.name}" for c in policy.conditions for a in c.actions]
+            + [f"{c.name}:{a.name}" for c in policy.conditions for i in c.indicators for a in i.actions or ()]
         )
         self.conditions = frozenset(c.name for c in policy.conditions)
 

@@ -16,6 +16,7 @@ from ..contract import (
     decision_id,
 )
 from ..policy.model import DecisionRule, Policy
+from ..policy.model import NamedAction as PolicyAction
 from .numbers import exact
 from .reason import reason
 from .status import TestHistory, status_word
@@ -78,12 +79,24 @@ def decide(
 
 
 def _named_actions(policy: Policy, conditions: list[ConditionResult]) -> list[NamedAction]:
-    """Actions of triggered conditions: critical first, then by contribution, then policy order."""
+    """Actions of triggered conditions: critical first, then by contribution, then policy order.
+
+    A fired indicator with actions of its own asks for those; the condition's actions are asked
+    for when some counting indicator has none of its own (once, each action once per condition)."""
     by_name = {condition.name: condition for condition in policy.conditions}
     active = [c for c in conditions if c.status in (ConditionStatus.TRIGGERED, ConditionStatus.CRITICAL)]
     active.sort(key=lambda c: (c.status != ConditionStatus.CRITICAL, -c.contribution))
-    return [
-        NamedAction(action.name, dict(action.params), condition.name)
-        for condition in active
-        for action in by_name[condition.name].actions
-    ]
+    out: list[NamedAction] = []
+    for condition in active:
+        policy_condition = by_name[condition.name]
+        own = {indicator.id: indicator.actions for indicator in policy_condition.indicators}
+        asked: list[PolicyAction] = []
+        for fired in condition.indicators:
+            if not fired.counting:
+                continue
+            actions = own.get(fired.name)
+            for action in policy_condition.actions if actions is None else actions:
+                if action not in asked:
+                    asked.append(action)
+        out += [NamedAction(action.name, dict(action.params), condition.name) for action in asked]
+    return out
