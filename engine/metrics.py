@@ -98,6 +98,7 @@ class _Latest(NamedTuple):
     conditions: tuple[tuple[str, str], ...]  # (condition, status)
     test_status: str
     seen: float  # time.monotonic() of the decision
+    label_lag: tuple[tuple[str, float], ...] = ()  # (arm, seconds its labels lag behind)
 
 
 class TestCollector(Collector):
@@ -113,12 +114,14 @@ class TestCollector(Collector):
     def decided(self, decision: dict[str, Any]) -> None:
         target = decision.get("target_rollout_percent")
         conditions = tuple((str(c["name"]), str(c["status"])) for c in decision.get("conditions") or [])
+        lags = decision.get("label_lag_seconds") or {}
         self._latest[decision["test_id"]] = _Latest(
             float(decision.get("risk_score") or 0.0),
             None if target is None else float(target) / 100,
             conditions,
             str(decision.get("test_status", "")),
             time.monotonic(),
+            tuple((str(arm), float(lag)) for arm, lag in lags.items() if lag is not None),
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -130,6 +133,10 @@ class TestCollector(Collector):
             "abguard_condition_status", "1 for each condition's status in the latest decision",
             labels=["test_id", "condition", "status"],
         )  # fmt: skip
+        lag = GaugeMetricFamily(
+            "abguard_label_lag_seconds", "How far each arm's labels lag behind the latest snapshot",
+            labels=["test_id", "arm"],
+        )  # fmt: skip
         for test_id, latest in self._current():
             risk.add_metric([test_id], latest.risk_score)
             if latest.target_ratio is not None:
@@ -137,9 +144,12 @@ class TestCollector(Collector):
             for condition, now in latest.conditions:
                 for word in STATUSES:
                     status.add_metric([test_id, condition, word], 1.0 if now == word else 0.0)
+            for arm, seconds in latest.label_lag:
+                lag.add_metric([test_id, arm], seconds)
         yield risk
         yield target
         yield status
+        yield lag
 
     def _current(self) -> Iterator[tuple[str, _Latest]]:
         now = time.monotonic()

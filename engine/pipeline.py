@@ -120,7 +120,7 @@ def step(engine: Engine, state: TestState, snapshot: Snapshot) -> tuple[Decision
 
     decision, cuts = decide(
         policy, snapshot.test_id, snapshot.time_text, snapshot.rollout_percent,
-        conditions, rule, score, level, state.history, state.cuts,
+        conditions, rule, score, level, state.history, state.cuts, derived.label_lag,
     )  # fmt: skip
     history = state.history.after(
         decision.action, decision.enforced, decision.test_status, decision.timestamp, decision.triggered_by

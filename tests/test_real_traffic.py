@@ -55,9 +55,9 @@ def _histogram(rng: np.random.Generator, n: int, slow: float = 0.0, slow_ms: flo
     return {"latency_ms": {"bounds": list(BOUNDS), "counts": counts.tolist()}}
 
 
-def test_one_batch_of_a_gc_pause_never_alarms_and_three_of_them_do() -> None:
-    """A batch whose mean is 50% higher (3% of its requests at 20 ms) adds at most a third of the alarm
-    level, however many requests it holds; a change that lasts three batches alarms."""
+def test_one_batch_of_a_gc_pause_never_alarms_and_a_sustained_change_does() -> None:
+    """A batch whose mean is 50% higher (3% of its requests at 20 ms) adds at most 1/MIN_ALARM_BATCHES of the alarm
+    level, however many requests it holds; a change that lasts MIN_ALARM_BATCHES batches alarms."""
     rng = np.random.default_rng(3)
     increase = MeanIncrease(relative_settings(0.5, Boundary(LEVEL), 30.0, worse_is_lower=False).clustered())
     healthy = [_snapshot(30.0 * (i + 1), _histogram(rng, 20_000), _histogram(rng, 20_000)) for i in range(10)]

@@ -45,6 +45,7 @@ def test_replay_writes_one_decision_per_line(capsys: pytest.CaptureFixture[str])
         "enforced",
         "policy",
         "test_status",
+        "label_lag_seconds",  # added compatibly (issue 26)
     }
     assert decision["action"] == "rollback"
     condition = decision["conditions"][1]

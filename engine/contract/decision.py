@@ -83,6 +83,7 @@ class ConditionResult:
     min_samples: int
     indicators: list[IndicatorResult] = field(default_factory=list)
     error: str = ""  # what failed, when the status is `error`
+    note: str = ""  # why it is `inconclusive` though it has samples (labels stopped arriving)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,8 @@ class Decision:
     enforced: bool
     policy: PolicyRef
     test_status: TestStatus
+    # seconds each arm's labels lag behind this snapshot ({"champion": s, "challenger": s}); None without labels
+    label_lag_seconds: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-shaped data (enums as their words), built without dataclasses.asdict's deep copies."""

@@ -73,6 +73,7 @@ class Arm:
     cpu_utilization: float | None = None
     memory_utilization: float | None = None
     duplicate_entity_rate: float | None = None
+    labels_until: float | None = None  # the predictions this arm's labels cover end here (seconds since the epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ _ARM = frozenset(
         "cpu_utilization",
         "memory_utilization",
         "duplicate_entity_rate",
+        "labels_until",
     }
 )
 
@@ -151,6 +153,12 @@ class _Check:
                 self.fail(name, "required: the metrics of both arms")
             else:
                 arms[name] = self.arm(obj[name], name)
+        for name, arm in arms.items():
+            until = arm.labels_until if arm is not None else None
+            if until is not None and timestamp is not None and until > timestamp:
+                self.fail(
+                    f"{name}.labels_until", "is after the snapshot's timestamp: no label covers a later prediction"
+                )
         if self.problems:
             return None
         assert isinstance(test_id, str) and timestamp is not None and interval is not None
@@ -185,8 +193,20 @@ class _Check:
             cpu_utilization=self.number(obj, "cpu_utilization", where, None, 0.0, 1.0),
             memory_utilization=self.number(obj, "memory_utilization", where, None, 0.0, 1.0),
             duplicate_entity_rate=self.number(obj, "duplicate_entity_rate", where, None, 0.0, 1.0),
+            labels_until=self.time(obj, "labels_until", where),
         )
         return arm if len(self.problems) == before else None
+
+    def time(self, obj: Any, key: str, where: str) -> float | None:
+        """An optional RFC 3339 time (an empty string, proto3's unset, is none)."""
+        value = obj.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return parse_time(value, f"{where}.{key}")
+        except InputError as error:
+            self.problems += error.violations
+            return None
 
     # --- blocks -------------------------------------------------------------------------------
     def latency(self, data: Any, where: str) -> Histogram | Percentiles | None:

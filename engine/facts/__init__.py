@@ -108,6 +108,8 @@ class Derived:
     samples: dict[str, float] = field(default_factory=dict)
     conclusive: dict[str, bool] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    inconclusive: dict[str, str] = field(default_factory=dict)  # why a condition with samples is not judged
+    label_lag: dict[str, float] = field(default_factory=dict)  # arm -> seconds its labels lag behind the snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +154,17 @@ class TestWindows:
             try:
                 reading = self.windows[name].read(s, condition)
                 samples = float(reading.samples)
-                found = _named_facts(name, reading) if samples >= condition.min_samples and samples > 0 else None
+                judged = samples >= condition.min_samples and samples > 0 and not reading.inconclusive
+                found = _named_facts(name, reading) if judged else None
             except Exception as error:  # one condition's failure stays in that condition
                 out.errors[name] = _describe(error)
                 out.samples[name], out.conclusive[name] = 0.0, False
                 continue
             readings[name] = reading
             out.samples[name], out.conclusive[name] = samples, found is not None
+            if reading.inconclusive:
+                out.inconclusive[name] = reading.inconclusive
+            out.label_lag.update(reading.label_lag)
             if found:
                 out.facts.update(found)
                 names = _NAMES[name]

@@ -152,14 +152,28 @@ DETECTORS = (
 )
 EMITS = frozenset(
     {"challenger", "champion", "challenger_ci_low", "challenger_ci_high", "relative_drop", "p_value", "samples"}
+    | {"label_lag_seconds", "champion_label_lag_seconds"}
     | {fact for spec in DETECTORS for fact in spec.facts()}
 )
+MAX_LAG_KEY = "max_label_lag_seconds"  # the condition's threshold: labels older than this make it inconclusive
+
+
+def covered(current: float | None, t: float, labeled: int | None, until: float | None) -> float | None:
+    """Up to when an arm's labels cover its predictions, after a snapshot: the arm's `labels_until`
+    when it says so, else the snapshot's own time when it carries labels (they came with it)."""
+    if until is not None:
+        return until if current is None else max(current, until)
+    if labeled:
+        return t if current is None else max(current, t)
+    return current
 
 
 @dataclass(frozen=True, slots=True)
 class AccuracyWindow:
     labels: RollingSums
     detectors: tuple[tuple[str, Detector], ...] = ()
+    champion_covered: float | None = None  # up to when each arm's labels cover its predictions
+    challenger_covered: float | None = None
 
     @classmethod
     def start(cls, condition: Condition, detectors: Sequence[tuple[str, Detector]] = ()) -> Self:
@@ -167,12 +181,40 @@ class AccuracyWindow:
 
     def add(self, s: Snapshot) -> Self:
         champion, challenger = s.champion, s.challenger
+        t = s.timestamp
+        mine = covered(self.challenger_covered, t, challenger.labeled, challenger.labels_until)
+        theirs = covered(self.champion_covered, t, champion.labeled, champion.labels_until)
         if champion.labeled is None and challenger.labeled is None:
-            return self
+            if (mine, theirs) == (self.challenger_covered, self.champion_covered):
+                return self
+            return type(self)(self.labels, self.detectors, theirs, mine)
         row = Labels(champion.labeled or 0, champion.correct or 0, challenger.labeled or 0, challenger.correct or 0)
-        return type(self)(self.labels.add(s.timestamp, row), advance(self.detectors, s))
+        return type(self)(self.labels.add(t, row), advance(self.detectors, s), theirs, mine)
+
+    def lags(self, t: float) -> dict[str, float]:
+        """Seconds each arm's labels lag behind the snapshot at t (an arm never labeled has none)."""
+        out: dict[str, float] = {}
+        if self.champion_covered is not None:
+            out["champion"] = max(0.0, t - self.champion_covered)
+        if self.challenger_covered is not None:
+            out["challenger"] = max(0.0, t - self.challenger_covered)
+        return out
 
     def read(self, s: Snapshot, condition: Condition) -> Reading:
+        reading = self._read(s, condition)
+        lags = reading.label_lag = self.lags(s.timestamp)
+        if "challenger" in lags:
+            reading.facts["label_lag_seconds"] = lags["challenger"]
+        if "champion" in lags:
+            reading.facts["champion_label_lag_seconds"] = lags["champion"]
+        allowed = condition.thresholds.get(MAX_LAG_KEY)
+        stale = [(arm, lag) for arm, lag in lags.items() if allowed is not None and lag > allowed]
+        if stale and allowed is not None:
+            said = ", ".join(f"the {arm}'s cover predictions up to {_minutes(lag)} ago" for arm, lag in stale)
+            reading.inconclusive = f"labels stopped: {said} (the policy allows {_minutes(allowed)})"
+        return reading
+
+    def _read(self, s: Snapshot, condition: Condition) -> Reading:
         n: Labels = self.labels.sums(s.timestamp)
         facts: dict[str, float] = {"samples": n.challenger_labeled}
         if n.challenger_labeled > 0:
@@ -195,3 +237,7 @@ class AccuracyWindow:
     @property
     def nbytes(self) -> int:
         return self.labels.nbytes
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"

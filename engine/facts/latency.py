@@ -4,7 +4,7 @@ sequential detectors: the challenger's mean latency against the champion's (`inc
 mixture of alternatives) and its share of the slowest requests (`tail_*`, from histograms).
 
 Both judge request-level data, whose requests are not independent (a GC pause slows a share of
-one arm's requests for a moment): a batch adds at most a third of the alarm level (clustered)."""
+one arm's requests for a moment): a batch adds at most 1/MIN_ALARM_BATCHES of the alarm level (clustered)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ class Reading:
     samples: float
     facts: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Callable[[], str]] = field(default_factory=dict)  # fact -> says a sequential statistic in words
+    inconclusive: str = ""  # why the condition cannot be judged now, though it has samples (stale labels)
+    label_lag: dict[str, float] = field(default_factory=dict)  # arm -> seconds its labels lag behind (accuracy)
 
 
 class ConditionWindow(Protocol):

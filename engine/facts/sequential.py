@@ -34,7 +34,7 @@ MIXTURE = (1.0, 2.0, 4.0, 8.0)
 # A comparison of request-level data (latency, errors, requests, confidences) needs this many batches to
 # alarm: requests within a batch are not independent (a GC pause, a burst of errors), so one batch, however
 # many requests it holds, may add at most 1/MIN_ALARM_BATCHES of the alarm level.
-MIN_ALARM_BATCHES = 3
+MIN_ALARM_BATCHES = 4
 
 
 class Evidence(NamedTuple):

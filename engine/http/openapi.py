@@ -191,7 +191,9 @@ def document() -> dict[str, Any]:
             "triggered_by": {"type": ["string", "null"]}, "risk_score": {"type": "number"},
             "risk_level": {"enum": _LEVELS}, "conditions": {"type": "array", "items": {"type": "object"}},
             "target_rollout_percent": {"type": ["number", "null"]}, "actions": {"type": "array"},
-            "enforced": {"type": "boolean"}, "policy": _ref("PolicyRef"), "test_status": {"type": "string"}}},
+            "enforced": {"type": "boolean"}, "policy": _ref("PolicyRef"), "test_status": {"type": "string"},
+            "label_lag_seconds": {"type": ["object", "null"], "description": "seconds each arm's labels lag behind",
+                                  "properties": {"champion": {"type": "number"}, "challenger": {"type": "number"}}}}},
         "Test": {"type": "object", "required": ["test_id", "test_status"], "properties": {
             "test_id": {"type": "string"},
             "test_status": {"enum": ["running", "reduced", "rolled_back", "rollback_in_progress"]},

@@ -9,6 +9,8 @@ PagerDuty) are Alertmanager's job (deploy/alertmanager/alertmanager.yml is an ex
     action immediate_rollback        AbguardRollback            emergency  the critical conditions, joined by ','
     action rollback (automatic)      AbguardRollback            rollback   the triggered and critical ones, by ','
     a condition back to `ok`         its alert resolved (same labels, endsAt = the decision's timestamp)
+    a condition inconclusive with    AbguardConditionInconclusive  warning  the condition (resolved once it is
+      a note (labels stopped)                                                 judged again)
 
 Labels: alertname, severity, test_id, condition, and environment when given. Annotations: summary
 (the decision's reason), decision_id, description (the condition's fired indicators, or the action).
@@ -43,6 +45,7 @@ from typing import Any, NamedTuple
 from ..contract import Action, ConditionResult, ConditionStatus, Decision, format_time, parse_time
 
 CONDITION_ALERT = "AbguardConditionTriggered"
+INCONCLUSIVE_ALERT = "AbguardConditionInconclusive"  # a condition that cannot be judged for a reason (stale labels)
 ROLLBACK_ALERT = "AbguardRollback"
 ROLLED_BACK_TEST = "rolled_back_test"  # triggered_by of the decisions repeating an earlier rollback
 _DETAIL_LIMIT = 300  # characters of an error answer kept in AlertDeliveryError
@@ -161,6 +164,12 @@ def alerts_for(
         if severity is not None:
             key = AlertKey(CONDITION_ALERT, decision.test_id, condition.name, severity)
             firing[key] = alert(key, _condition_description(condition, decision))
+        elif condition.note:  # inconclusive for a reason someone must act on (labels stopped arriving)
+            key = AlertKey(INCONCLUSIVE_ALERT, decision.test_id, condition.name, Severity.WARNING)
+            firing[key] = alert(key, f"{condition.name} cannot be judged: {condition.note}")
+            for key in mine:
+                if key.alertname == CONDITION_ALERT and key.condition == condition.name:
+                    firing[key] = alert(key, f"{condition.name} is {condition.status.value}: kept firing until judged")
         elif condition.status in (ConditionStatus.INCONCLUSIVE, ConditionStatus.ERROR):
             for key in mine:
                 if key.alertname == CONDITION_ALERT and key.condition == condition.name:

@@ -95,6 +95,8 @@ FACTS: dict[str, Fact] = _facts(
     ("accuracy.relative_drop", "fraction", "(champion - challenger) / champion accuracy"),
     ("accuracy.p_value", "probability", "one-sided p-value of 'challenger is less accurate'"),
     ("accuracy.samples", "count", "labeled challenger predictions in the window"),
+    ("accuracy.label_lag_seconds", "s", "how far the challenger's labels lag: the snapshot time minus labels_until"),
+    ("accuracy.champion_label_lag_seconds", "s", "how far the champion's labels lag behind the snapshot"),
     # latency: challenger unless named otherwise
     ("latency.mean_ms", "ms", "challenger mean latency over the window"),
     ("latency.p50_ms", "ms", "challenger p50 latency over the window"),

@@ -278,7 +278,7 @@ def _check_actions(merged: Merged, skip: Unreadable, path: Path, body: dict[str,
 
 
 # Thresholds the engine reads while deriving facts (engine/facts/), rather than expressions.
-_ENGINE_THRESHOLDS = {"concurrent_request_limit", "extreme_bins"}
+_ENGINE_THRESHOLDS = {"concurrent_request_limit", "extreme_bins", "max_label_lag_seconds"}
 
 
 def _leaves(expr: Any) -> Iterator[tuple[str, ...]]:

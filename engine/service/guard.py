@@ -209,6 +209,7 @@ class Guard:
         return outcomes
 
     def _evaluate_many(self, raws: Sequence[dict[str, Any]]) -> list[Outcome]:
+        self.codec  # noqa: B018  # the state key, read (or made) outside the decisions' transaction
         received = self.clock()
         outcomes: list[Outcome | None] = [None] * len(raws)
         parsed: list[tuple[int, dict[str, Any], Snapshot]] = []
@@ -300,7 +301,7 @@ class Guard:
         codec = self.codec
         for test_id, held in staged.items():
             assert held.version is not None  # a shared state goes with a versioned log
-            blob = codec.dump(REDIS, test_id, held.version, held.state)
+            blob = codec.dump(REDIS, test_id, held.version, held.state, last_hash[test_id])
             entries[test_id] = SharedState(held.version, codec.digest, codec.layout, blob, last_hash[test_id])
         self.shared.put(entries)
 
@@ -347,7 +348,7 @@ class Guard:
         if last is None or last.hash != entry.last_hash:  # written for a commit that failed
             return None
         try:
-            state = codec.load(REDIS, test_id, version, entry.state)
+            state = codec.load(REDIS, test_id, version, entry.state, entry.last_hash)
         except StateRejectedError as error:  # costs only a rebuild from the log
             self._rejected(test_id, "redis", error.why)
             return None
@@ -371,7 +372,11 @@ class Guard:
         def rejected(why: str) -> None:
             self._rejected(test_id, "checkpoint", why)
 
-        return rebuild_test(self.engine, self.log, test_id, self._skipped(test_id), self.codec, rejected)
+        try:
+            codec: StateCodec | None = self.codec
+        except LogError:  # no key to read a checkpoint with: the longer replay, from the log alone
+            codec = None
+        return rebuild_test(self.engine, self.log, test_id, self._skipped(test_id), codec, rejected)
 
     def on_rejected_state(self, listener: Callable[[str], None]) -> None:
         """Call `listener` with where ("redis", "checkpoint") each stored state that was not used came from."""

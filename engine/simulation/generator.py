@@ -150,6 +150,7 @@ class LateLabels:
         self.queued: list[list[tuple[float, int, int]]] = [[], []]  # per arm: (prediction end, labeled, correct)
         self.next_burst = [self._gap(0), self._gap(1)]
         self.lag = [self._lag(0), self._lag(1)]
+        self.until = [0.0, 0.0]  # seconds from the start up to which each arm's delivered labels cover predictions
 
     def _gap(self, arm: int) -> float:
         return float(self.rngs[arm].uniform(*BURST_MINUTES)) * 60
@@ -172,7 +173,8 @@ class LateLabels:
         return None
 
     def deliver(self, d: Drawn) -> None:
-        """Replace the block's labels by those delivered in each interval (in place)."""
+        """Replace the block's labels by those delivered in each interval (in place), and say up to when
+        each arm's labels cover its predictions (`labels_until`, from the last burst)."""
         for step, end in enumerate(d.ends):
             for arm in (0, 1):
                 self.queued[arm].append((end, d.labeled[step][arm], d.correct[step][arm]))
@@ -188,7 +190,9 @@ class LateLabels:
                     self.queued[arm] = kept
                     self.next_burst[arm] = end + self._gap(arm)
                     self.lag[arm] = self._lag(arm)
+                    self.until[arm] = max(self.until[arm], cutoff)
                 d.labeled[step][arm], d.correct[step][arm] = labeled, correct
+                d.labels_until[step][arm] = self.until[arm] if self.until[arm] > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +210,7 @@ class Drawn:
     retries: list[list[list[int]]]  # attempted, failed
     cache: list[list[list[int]]]  # l1 hits, l1 misses, l2 hits, l2 misses, evictions, concurrent, queue
     reals: list[list[list[float]]]  # cache ms, cpu, memory, duplicates
+    labels_until: list[list[float | None]] = field(default_factory=list)  # late labels: seconds from the start
 
 
 BLOCK = 120  # steps drawn at once; blocks are always whole, so a longer run starts with the shorter one
@@ -264,6 +269,7 @@ def _block(rng: np.random.Generator, config: StreamConfig, phase: float, first: 
         retries=np.stack([attempted, failed], axis=2)[:keep].tolist(),
         cache=cache[:keep].tolist(),
         reals=reals[:keep].tolist(),
+        labels_until=[[None, None] for _ in range(keep)],
     )
 
 
@@ -348,6 +354,14 @@ def snapshots(config: StreamConfig, test_id: str, d: Drawn) -> Iterator[dict[str
 
 
 def _arm(d: Drawn, step: int, arm: int) -> dict[str, Any]:
+    until = d.labels_until[step][arm] if d.labels_until else None
+    out = _metrics(d, step, arm)
+    if until is not None:
+        out["labels_until"] = format_time(START + until)
+    return out
+
+
+def _metrics(d: Drawn, step: int, arm: int) -> dict[str, Any]:
     errors = d.errors[step][arm]
     attempted, failed = d.retries[step][arm]
     l1_hits, l1_misses, l2_hits, l2_misses, evictions, concurrent, queue = d.cache[step][arm]

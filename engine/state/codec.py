@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..pipeline import TestState
 from ..policy.model import Policy
-from .layout import LAYOUT, Names, decode, encode
+from .layout import Names, decode, encode, layout_id
 from .seal import seal, unseal
 from .wire import StateFormatError
 
@@ -23,24 +23,25 @@ class StateRejectedError(ValueError):
 class StateCodec:
     """Writes and reads the states of one effective policy, sealed with one key."""
 
-    layout = LAYOUT
-
     def __init__(self, policy: Policy, key: bytes) -> None:
         self.digest = policy.digest
         self._key = key
         self._template = TestState.start(policy)
         self._names = Names(policy)
+        self.layout = layout_id(self._template)  # this build's layout of this policy's state
 
-    def dump(self, purpose: str, test_id: str, version: int, state: TestState) -> bytes:
+    def dump(self, purpose: str, test_id: str, version: int, state: TestState, bound: str = "") -> bytes:
+        """`bound`: more context the seal covers (the shared state: the hash of the log's last decision)."""
         body = encode(state)
-        return seal(self._key, purpose, test_id, version, self.digest, LAYOUT, body)
+        return seal(self._key, purpose, test_id, version, self.digest, self.layout, body, bound)
 
-    def load(self, purpose: str, test_id: str, version: int, blob: bytes) -> TestState:
+    def load(self, purpose: str, test_id: str, version: int, blob: bytes, bound: str = "") -> TestState:
         """The state a blob holds; StateRejectedError when it fails any check (the caller rebuilds)."""
         try:
-            body = unseal(self._key, purpose, test_id, version, self.digest, LAYOUT, bytes(blob))
+            body = unseal(self._key, purpose, test_id, version, self.digest, self.layout, bytes(blob), bound)
             return decode(body, self._template, self._names)
-        except StateFormatError as error:
-            raise StateRejectedError(str(error)[:300]) from None
-        except (ValueError, TypeError, OverflowError, MemoryError) as error:  # a check the layout missed
-            raise StateRejectedError(f"{type(error).__name__}: {str(error)[:250]}") from None
+        except StateFormatError as refused:
+            raise StateRejectedError(str(refused)[:300]) from None
+        # a check the layout missed (one name per clause: compiled by mypyc, a shared name takes the first's type)
+        except (ValueError, TypeError, OverflowError, MemoryError) as missed:
+            raise StateRejectedError(f"{type(missed).__name__}: {str(missed)[:250]}") from None

@@ -46,10 +46,11 @@ from .wire import Reader, StateFormatError, Writer
 
 # The layout's version: bump it whenever what is written, or in which order, changes. The id that
 # goes on the wire (`LAYOUT`) is derived from it, so two builds that disagree refuse each other.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the accuracy window's label coverage per arm
 LAYOUT = int.from_bytes(hashlib.sha256(f"abguard-state-layout-{LAYOUT_VERSION}".encode()).digest()[:4], "big")
 QUANTUM = float(SCALE)  # stats.quantize's grid: round(value * SCALE)
-MAX_TEXT = 1024  # a failure message, a trigger name, a timestamp
+MAX_ROW_VALUE = 1e18  # an anomaly row's metrics (rates, ms, rps) are far below; past ~1e296 quantizing overflows
+MAX_TEXT = 1 << 16  # a failure message, a trigger name, a timestamp (the blob's own size bounds it too)
 
 
 class CannotEncodeError(ValueError):
@@ -82,6 +83,8 @@ def _put_window(w: Writer, window: object) -> None:
     if isinstance(window, AccuracyWindow):
         _put_sums(w, window.labels)
         _put_detectors(w, window.detectors)
+        w.opt_f64(window.champion_covered)
+        w.opt_f64(window.challenger_covered)
     elif isinstance(window, LatencyWindows):
         for arm in (window.champion, window.challenger):
             w.flag(arm is not None)
@@ -138,6 +141,28 @@ def _put_detectors(w: Writer, detectors: Detectors) -> None:
 
 
 # --- reading --------------------------------------------------------------------------------------
+def skeleton(template: TestState) -> str:
+    """What the code makes of a policy's state, beyond its text: each window's shape, each detector's
+    comparison and components. Part of the layout id, so a build that shapes a state otherwise
+    refuses the other's states as another layout (quietly), not as a forgery."""
+    parts: list[str] = []
+    for name, window in template.windows.windows.items():
+        parts.append(f"{name}:{type(window).__name__}")
+        for value in (getattr(window, field) for field in KNOWN_FIELDS.get(type(window), ())):
+            if isinstance(value, RollingSums):
+                parts.append(f"sums({len(value.total)},{value.buckets},{value.window!r})")
+            elif isinstance(value, tuple) and value and isinstance(value[0], tuple):
+                for stem, detector in value:
+                    comparison = detector.comparison
+                    parts.append(f"{stem}:{len(detector.runs)}:{comparison!r}")
+    return "|".join(parts)
+
+
+def layout_id(template: TestState) -> int:
+    text = f"{LAYOUT}|{skeleton(template)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
 class Names:
     """What the policy lets a state's mappings hold: its indicators, its rules, its traffic cuts."""
 
@@ -163,7 +188,7 @@ def decode(data: bytes, template: TestState, names: Names) -> TestState:
     rule_since = r.float_map("rule_since", names.rules)
     cuts = r.float_map("cuts", names.cuts)
     for key, value in cuts.items():
-        _within(f"cuts[{key!r}]", value, 0.0, 100.0)
+        _within(f"cuts[{key!r}]", value, 0.0, math.inf)  # a target percent; a rule's factor may exceed 1
     for what, since in (("indicator_since", indicator_since), ("rule_since", rule_since)):
         for key, value in since.items():
             if last_time is None or value > last_time:
@@ -172,8 +197,8 @@ def decode(data: bytes, template: TestState, names: Names) -> TestState:
         r.opt_text("history.rolled_back_at", MAX_TEXT), r.opt_text("history.rolled_back_by", MAX_TEXT),
         r.flag("history.reduced"),
     )  # fmt: skip
-    if (history.rolled_back_at is None) != (history.rolled_back_by is None):
-        raise StateFormatError("history: rolled_back_at and rolled_back_by are given together or not at all")
+    if history.rolled_back_at is None and history.rolled_back_by is not None:
+        raise StateFormatError("history: rolled_back_by without rolled_back_at")
     failed = r.text_map("windows.failed", names.conditions)
     expected = template.windows.windows
     if r.count("windows", len(expected)) != len(expected):
@@ -193,7 +218,9 @@ def decode(data: bytes, template: TestState, names: Names) -> TestState:
 def _window(r: Reader, name: str, shape: ConditionWindow) -> ConditionWindow:
     at = f"windows.{name}"
     if isinstance(shape, AccuracyWindow):
-        return AccuracyWindow(_sums(r, f"{at}.labels", shape.labels), _detectors(r, at, shape.detectors))
+        labels, detectors = _sums(r, f"{at}.labels", shape.labels), _detectors(r, at, shape.detectors)
+        theirs, mine = r.opt_f64(f"{at}.champion_covered"), r.opt_f64(f"{at}.challenger_covered")
+        return AccuracyWindow(labels, detectors, theirs, mine)
     if isinstance(shape, LatencyWindows):
         arms = _arm(r, f"{at}.champion", shape.window), _arm(r, f"{at}.challenger", shape.window)
         return LatencyWindows(shape.window, *arms, _detectors(r, at, shape.detectors))
@@ -320,6 +347,8 @@ def _anomaly(r: Reader, at: str, shape: AnomalyHistory) -> AnomalyHistory:
         raise StateFormatError(f"{at}.values: {len(values)} values for {len(times)} rows of {WIDTH}")
     if any(b < a for a, b in pairwise(times)):
         raise StateFormatError(f"{at}.times: not in order")
+    if any(abs(value) > MAX_ROW_VALUE for value in values if not math.isnan(value)):
+        raise StateFormatError(f"{at}.values: a metric beyond {MAX_ROW_VALUE:g} (the live history could not sum it)")
     if times and times[-1] - times[0] >= shape.max_age and len(times) > 1:
         raise StateFormatError(f"{at}.times: rows older than the longest window")
     if sequence < len(times):
@@ -382,7 +411,7 @@ KNOWN_FIELDS: dict[type, tuple[str, ...]] = {
     TestState: ("windows", "last_time", "last_interval", "indicator_since", "rule_since", "history", "recent", "cuts"),
     TestHistory: ("rolled_back_at", "rolled_back_by", "reduced"),
     TestWindows: ("windows", "failed"),
-    AccuracyWindow: ("labels", "detectors"),
+    AccuracyWindow: ("labels", "detectors", "champion_covered", "challenger_covered"),
     LatencyWindows: ("window", "champion", "challenger", "detectors"),
     ArmLatency: ("bounds", "sums"),
     ConfidenceWindows: ("challenger_bins", "champion_bins", "baseline", "duplicates", "detectors"),

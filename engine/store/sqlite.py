@@ -168,7 +168,12 @@ class SqliteLog(RecordReads):
             )
 
     def state_key(self, generate: Callable[[], bytes]) -> bytes:
+        """Refused inside exclusive(): a key made in a transaction that rolls back would seal states for nothing."""
         with self._writing() as db:
+            if db.in_transaction:
+                raise LogWriteError(
+                    "the state key is read or made outside a decision's transaction: ask again after it"
+                )
             db.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES ('state_key', ?)", (generate(),))
             row = db.execute("SELECT value FROM secrets WHERE name = 'state_key'").fetchone()
         return stored_key(row[0] if row else None, self.path)

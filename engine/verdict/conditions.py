@@ -49,6 +49,7 @@ def _condition(condition: Condition, indicators: list[IndicatorResult], derived:
         min_samples=condition.min_samples,
         indicators=indicators,
         error=error,
+        note=derived.inconclusive.get(condition.name, "") if status == ConditionStatus.INCONCLUSIVE else "",
     )
 
 

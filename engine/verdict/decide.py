@@ -37,6 +37,7 @@ def decide(
     level: RiskLevel,
     history: TestHistory,
     episodes: Mapping[str, float] | None = None,
+    label_lag: Mapping[str, float] | None = None,
 ) -> tuple[Decision, dict[str, float]]:
     """The decision, and the traffic cuts in force (to pass back in as `episodes` next time)."""
     named = _named_actions(policy, conditions)
@@ -74,6 +75,10 @@ def decide(
         enforced=policy.rollback_enabled,
         policy=PolicyRef(policy.name, policy.version, policy.digest),
         test_status=status_word(policy.rollback_enabled, action, target, rollout_percent, history),
+        # both arms named (None: no labels yet), as the proto's optional fields read back
+        label_lag_seconds={"champion": label_lag.get("champion"), "challenger": label_lag.get("challenger")}
+        if label_lag
+        else None,
     )
     return decision, moved.cuts
 

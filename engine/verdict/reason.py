@@ -22,8 +22,9 @@ def reason(
     if rule.action == "continue" and counting and head_override is None:
         head += "; watching"
     failed = [f"error in {c.name}: {c.error}" for c in conditions if c.status == ConditionStatus.ERROR]
+    failed += [f"{c.name} inconclusive: {c.note}" for c in conditions if c.note]  # not too few samples: say why
     if not counting:
-        inconclusive = [c.name for c in conditions if c.status == ConditionStatus.INCONCLUSIVE]
+        inconclusive = [c.name for c in conditions if c.status == ConditionStatus.INCONCLUSIVE and not c.note]
         if inconclusive:
             head += f"; inconclusive, too few samples: {', '.join(inconclusive)}"
         return "; ".join([head, *failed])

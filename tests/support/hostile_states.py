@@ -17,7 +17,7 @@ from typing import Any
 from engine.facts.accuracy import AccuracyWindow
 from engine.pipeline import TestState
 from engine.policy.model import Policy
-from engine.state import LAYOUT, StateCodec
+from engine.state import StateCodec
 from engine.state.layout import encode
 from engine.state.seal import seal
 
@@ -36,9 +36,7 @@ def crafted_pickle(marker: Path) -> bytes:
     return pickle.dumps(Exploit(marker))
 
 
-def _sealed(
-    key: bytes, purpose: str, test_id: str, version: int, policy: Policy, body: bytes, layout: int = LAYOUT
-) -> bytes:
+def _sealed(key: bytes, purpose: str, test_id: str, version: int, policy: Policy, body: bytes, layout: int) -> bytes:
     return seal(key, purpose, test_id, version, policy.digest, layout, body)
 
 
@@ -67,7 +65,9 @@ def hostile_blobs(
     )
     rule = policy.rules[0].name
 
-    def sealed(body: bytes, layout: int = LAYOUT) -> bytes:
+    layout = StateCodec(policy, key).layout
+
+    def sealed(body: bytes, layout: int = layout) -> bytes:
         return _sealed(key, purpose, test_id, version, policy, body, layout)
 
     return {
@@ -75,10 +75,10 @@ def hostile_blobs(
         "truncated": good[: len(good) // 2],
         "empty": b"",
         "bit-flipped": bytes(flipped),
-        "wrong-layout": sealed(body, LAYOUT ^ 0x5A5A),
+        "wrong-layout": sealed(body, layout ^ 0x5A5A),
         "nan": sealed(encode(replace(state, last_interval=math.nan))),
         "huge-length": sealed(body[:17] + struct.pack("<I", 0x7FFFFFF0) + body[21:]),
-        "cut-past-100-percent": sealed(encode(replace(state, cuts={f"rule:{rule}": 250.0}))),
+        "negative-cut": sealed(encode(replace(state, cuts={f"rule:{rule}": -5.0}))),
         "negative-count": sealed(encode(negative)),
         "unknown-indicator": sealed(encode(replace(state, indicator_since={"os.system": state.last_time}))),
         "trailing-bytes": sealed(body + b"\x00"),

@@ -347,7 +347,7 @@ function renderDetail(doc) {
   document.getElementById("detail-reason").textContent = `${dash.action} at ${dash.as_of}: ${doc.test.last_decision.reason}`;
   renderChart(dash.series);
   renderConditions(doc.test.last_decision.conditions || []);
-  renderHealth(dash);
+  renderHealth(dash, doc.test.last_decision.label_lag_seconds || {});
   renderRollbacks(doc.rollbacks || []);
 }
 
@@ -395,6 +395,7 @@ function renderConditions(conditions) {
       fired.append(el("span", { class: "indicator", text: `${indicator.name}: ${indicator.detail}${held}` }));
     }
     if (c.error) fired.append(el("span", { class: "indicator status-error", text: c.error }));
+    if (c.note) fired.append(el("span", { class: "indicator status-inconclusive", text: c.note }));
     body.append(el("tr", {},
       el("td", { text: c.name }),
       el("td", { class: `status-${c.status}`, text: c.status }),
@@ -404,10 +405,15 @@ function renderConditions(conditions) {
   }
 }
 
-function renderHealth(dash) {
+function lagText(seconds) {
+  if (seconds === undefined || seconds === null) return "no labels yet";
+  return seconds >= 60 ? `labels ${Math.round(seconds / 60)} min behind` : `labels ${Math.round(seconds)} s behind`;
+}
+
+function renderHealth(dash, lags) {
   const health = dash.test_health, trends = dash.rolling_metrics;
   const arms = health.performance_comparison;
-  const arm = (name) => `${name}: accuracy ${arms[name].accuracy ?? "-"}, latency ${arms[name].latency_ms ?? "-"} ms`;
+  const arm = (name) => `${name}: accuracy ${arms[name].accuracy ?? "-"} (${lagText(lags[name])}), latency ${arms[name].latency_ms ?? "-"} ms`;
   const progress = health.sample_size_progress === null ? "-" : `${Math.round(health.sample_size_progress * 100)}%`;
   document.getElementById("health").replaceChildren(el("div", { class: "card" },
     el("div", { text: `trends: accuracy ${trends.accuracy_trend}, latency ${trends.latency_trend}, throughput ${trends.throughput_trend}, cache ${trends.cache_performance}` }),
