@@ -66,7 +66,7 @@ def test_validate_reports_schema_and_semantic_errors_in_one_run(
     assert weights.startswith(f"{default}:30: spec.conditions: weights sum to 1.05, not 1 (accuracy 0.3, ")
     assert weights.endswith("[weights-sum]")
     assert severity == (
-        f"{default}:46: spec.conditions.accuracy.indicators[0].severity: 1.6 is greater than the maximum of 1 "
+        f"{default}:47: spec.conditions.accuracy.indicators[0].severity: 1.6 is greater than the maximum of 1 "
         "[schema-maximum]"
     )
     assert err == "2 errors\n"
