@@ -210,3 +210,22 @@ def test_an_indicator_with_actions_of_its_own_asks_for_those_and_not_its_conditi
     silent = Evaluator(replace(quiet, conditions=conditions))
     later = [silent.evaluate(parse_snapshot(row)) for row in stream(config, "errors", 4)]
     assert all(a.condition != "error_rate" for d in later for a in d.actions)
+
+
+def test_a_condition_and_an_indicator_asking_two_cuts_of_one_kind_keep_the_stricter() -> None:
+    """error_rate's own reduce_rollout (factor 0.2, asked through above_baseline) and sustained_rise's
+    (0.5, asked after it) share one cut: the stricter 0.2 stands, not the last one (found in review)."""
+    policy = load_effective([str(POLICIES)])
+    conditions = tuple(
+        replace(c, actions=(*c.actions, replace(c.actions[0], name="reduce_rollout", params={"factor": 0.2})))
+        if c.name == "error_rate"
+        else c
+        for c in policy.conditions
+    )
+    evaluator = Evaluator(replace(policy, conditions=conditions))
+    config = StreamConfig(hours=1.0, effects=(Effect("error_rate", 3.0, 600.0),))
+    decisions = [evaluator.evaluate(parse_snapshot(row)) for row in stream(config, "errors", 4)]
+    rising = next(
+        d for d in decisions if any(i.name == "error_rate.sustained_rise" for c in d.conditions for i in c.indicators)
+    )
+    assert rising.target_rollout_percent == 2.0  # 10% x 0.2, not x 0.5

@@ -49,9 +49,17 @@ def _asked(
         key = f"{item.condition}:{item.name}"
         if item.name == "set_rollout":
             percent = float(item.params["percent"])
-            cuts[key] = (percent, f"{item.condition} asks for set_rollout to {percent:g}%")
+            _keep_lower(cuts, key, percent, f"{item.condition} asks for set_rollout to {percent:g}%")
         elif item.name == "reduce_rollout" and current is not None:
             factor = float(item.params["factor"])
             value = episodes.get(key, current * factor)
-            cuts[key] = (value, f"{item.condition} asks for reduce_rollout by factor {factor:g} (to {value:g}%)")
+            why = f"{item.condition} asks for reduce_rollout by factor {factor:g} (to {value:g}%)"
+            _keep_lower(cuts, key, value, why)
     return cuts
+
+
+def _keep_lower(cuts: dict[str, tuple[float, str]], key: str, value: float, why: str) -> None:
+    """One cut per condition and action: a condition's own and a fired indicator's `reduce_rollout` with
+    other params share it, and the stricter (lower) target stands, not whichever came last."""
+    if key not in cuts or value < cuts[key][0]:
+        cuts[key] = (value, why)
