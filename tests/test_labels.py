@@ -82,7 +82,7 @@ def test_labels_that_stop_make_accuracy_inconclusive_with_the_reason_and_an_aler
     assert stale.label_lag_seconds == {"champion": 80 * 60.0, "challenger": 80 * 60.0}
     accuracy = next(c for c in stale.conditions if c.name == "accuracy")
     assert accuracy.status == ConditionStatus.INCONCLUSIVE
-    assert accuracy.note.startswith("labels stopped: the champion's cover predictions up to 80 min ago")
+    assert accuracy.note.startswith("labels stopped: the champion's labels cover predictions only up to 80 min ago")
     assert "the policy allows 60 min" in accuracy.note
     assert f"accuracy inconclusive: {accuracy.note}" in stale.reason
     update = alerts_for(stale, set())

@@ -21,9 +21,19 @@ from typing import NamedTuple, Self
 from .. import stats
 from ..contract import Snapshot
 from ..policy.model import Condition
-from ..stats.sequential import Boundary, binomial_log_e, gaussian_log_e
+from ..stats.sequential import Boundary, binomial_log_e
 from .reading import Reading
-from .sequential import MIXTURE, Detector, DetectorSpec, Evidence, Settings, advance, relative_settings
+from .sequential import (
+    MIXTURE,
+    Detector,
+    DetectorSpec,
+    Evidence,
+    Settings,
+    advance,
+    gaussian_mixture,
+    mixture_names,
+    relative_settings,
+)
 from .windows import RollingSums
 
 PREFIX = "accuracy"
@@ -40,19 +50,6 @@ class Labels(NamedTuple):
 def _smoothed(correct: float, labeled: float) -> float:
     """Accuracy with half a success and half a failure added: never 0 or 1, so logs and variances exist."""
     return (correct + 0.5) / (labeled + 1.0)
-
-
-def mixture_names(stem: str) -> tuple[str, ...]:
-    """One component per alternative of the mixture: `drop`, `drop x2`, `drop x4`, ..."""
-    return tuple(stem if multiple == 1 else f"{stem} x{multiple:g}" for multiple in MIXTURE)
-
-
-def _mixture(d: float, variance: float, settings: Settings) -> list[Evidence | None]:
-    """The batch's Gaussian e-value against each alternative of the mixture."""
-    null = settings.null
-    return [
-        Evidence(gaussian_log_e(d, variance, null, alternative), d, variance) for alternative in settings.alternatives
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +79,7 @@ class RelativeDrop:
         p_h, p_c = _smoothed(c_h, n_h), _smoothed(c_c, n_c)
         d = math.log(p_h / p_c)
         variance = (1 - p_c) / (n_c * p_c) + (1 - p_h) / (n_h * p_h)
-        return _mixture(d, variance, self.settings)
+        return gaussian_mixture(d, variance, self.settings)
 
     def shown(self, internal: float) -> float:
         return -math.expm1(-internal)  # the relative drop 1 - challenger / champion
@@ -210,7 +207,9 @@ class AccuracyWindow:
         allowed = condition.thresholds.get(MAX_LAG_KEY)
         stale = [(arm, lag) for arm, lag in lags.items() if allowed is not None and lag > allowed]
         if stale and allowed is not None:
-            said = ", ".join(f"the {arm}'s cover predictions up to {_minutes(lag)} ago" for arm, lag in stale)
+            said = ", ".join(
+                f"the {arm}'s labels cover predictions only up to {_minutes(lag)} ago" for arm, lag in stale
+            )
             reading.inconclusive = f"labels stopped: {said} (the policy allows {_minutes(allowed)})"
         return reading
 

@@ -16,9 +16,20 @@ from typing import NamedTuple, Self
 from .. import stats
 from ..contract import Arm, Histogram, Percentiles, Snapshot
 from ..policy.model import Condition
-from ..stats.sequential import Boundary, binomial_log_e, gaussian_log_e
+from ..stats.sequential import Boundary, binomial_log_e
 from .reading import Reading
-from .sequential import MIXTURE, Detector, Detectors, DetectorSpec, Evidence, Settings, advance, relative_settings
+from .sequential import (
+    MIXTURE,
+    Detector,
+    Detectors,
+    DetectorSpec,
+    Evidence,
+    Settings,
+    advance,
+    gaussian_mixture,
+    mixture_names,
+    relative_settings,
+)
 from .windows import RollingSums
 
 PREFIX = "latency"
@@ -33,7 +44,7 @@ class MeanIncrease:
     own spread (histogram buckets at their midpoints, or a lognormal fitted to p50 and p95)."""
 
     settings: Settings
-    components: Sequence[str] = tuple("mean" if m == 1 else f"mean x{m:g}" for m in MIXTURE)
+    components: Sequence[str] = mixture_names("mean")
 
     @property
     def signed(self) -> bool:
@@ -55,9 +66,7 @@ class MeanIncrease:
         spread_h = max(squares_h / n_h - mean_h * mean_h, 0.0) / (mean_h * mean_h)  # squared coefficients of variation
         spread_c = max(squares_c / n_c - mean_c * mean_c, 0.0) / (mean_c * mean_c)
         variance = max(spread_h / n_h + spread_c / n_c, 1e-12)
-        d = math.log(mean_c / mean_h)
-        null = self.settings.null
-        return [Evidence(gaussian_log_e(d, variance, null, alt), d, variance) for alt in self.settings.alternatives]
+        return gaussian_mixture(math.log(mean_c / mean_h), variance, self.settings)
 
     def shown(self, internal: float) -> float:
         return math.expm1(internal)  # the relative increase challenger / champion - 1

@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 from ..contract import Snapshot
 from ..contract.times import format_time
 from ..policy.model import Condition
-from ..stats.sequential import AT_ZERO, Boundary, Run
+from ..stats.sequential import AT_ZERO, Boundary, Run, gaussian_log_e
 from .reading import Reading
 
 ALARM_SUFFIXES = ("alarm", "evidence", "estimate", "low", "high")
@@ -201,6 +201,19 @@ class DetectorSpec:
 
     def facts(self) -> tuple[str, ...]:
         return tuple(f"{self.name}_{suffix}" for suffix in ALARM_SUFFIXES)
+
+
+def mixture_names(stem: str) -> tuple[str, ...]:
+    """One component per alternative of the mixture: `drop`, `drop x2`, `drop x4`, ..."""
+    return tuple(stem if multiple == 1 else f"{stem} x{multiple:g}" for multiple in MIXTURE)
+
+
+def gaussian_mixture(d: float, variance: float, settings: Settings) -> list[Evidence | None]:
+    """A batch's Gaussian e-value against each alternative of the mixture (one per component)."""
+    null = settings.null
+    return [
+        Evidence(gaussian_log_e(d, variance, null, alternative), d, variance) for alternative in settings.alternatives
+    ]
 
 
 def relative_settings(threshold: float, boundary: Boundary, batch_seconds: float, *, worse_is_lower: bool) -> Settings:
