@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from engine.api.convert import present
 from engine.api.v1 import risk_pb2 as pb
-from engine.contract import ConditionStatus, InputError, format_time, parse_snapshot
+from engine.contract import Action, ConditionStatus, InputError, format_time, parse_snapshot
 from engine.facts.accuracy import RelativeDrop
 from engine.facts.sequential import Detector, relative_settings
 from engine.integrations.alertmanager import INCONCLUSIVE_ALERT, alerts_for
@@ -59,6 +59,42 @@ def test_labels_of_each_arm_count_in_whichever_snapshot_carries_them() -> None:
         row["challenger"].update(theirs)  # type: ignore[attr-defined]
         drop = drop.add(parse_snapshot(row))
     assert any(run.alarm for run in drop.runs)
+
+
+def burst_stream(steps: int, every: int, accuracy: float) -> list[dict[str, Any]]:
+    """Each arm's labels in one burst every `every` snapshots (the challenger's half a period after
+    the champion's), each burst the labels of the snapshots since the last, the challenger at
+    `accuracy` x the champion's 0.95."""
+    rows = []
+    for step in range(steps):
+        row = snapshot(step=step)
+        for arm, offset, share in (("champion", 0, 0.95), ("challenger", every // 2, 0.95 * accuracy)):
+            burst = step % every == offset and step >= every
+            labeled = 200 * every if burst else 0
+            row[arm]["labeled"], row[arm]["correct"] = labeled, round(labeled * share)  # type: ignore[index]
+        rows.append(row)
+    return rows
+
+
+def test_a_cut_back_holds_between_bursts_of_labels() -> None:
+    """Bursts 20 minutes apart (the accuracy window is 15 min): between them the window holds no
+    label, and the condition judges each arm's latest burst instead of falling silent while its
+    drop alarm stands, which turned a cut-back back into `continue` until the next burst."""
+    evaluator = Evaluator(POLICY)
+    decisions = [evaluator.evaluate(parse_snapshot(row)) for row in burst_stream(480, 40, 0.85)]
+    first = next(i for i, d in enumerate(decisions) if d.action.rank >= Action.REDUCE_ROLLOUT.rank)
+    later = decisions[first:]
+    assert all(d.action.rank >= Action.REDUCE_ROLLOUT.rank for d in later), [d.action for d in later]
+    accuracy = [next(c for c in d.conditions if c.name == "accuracy") for d in later]
+    assert all(c.status != ConditionStatus.INCONCLUSIVE for c in accuracy)
+
+
+def test_bursts_of_labels_on_healthy_arms_keep_accuracy_judged_and_quiet() -> None:
+    evaluator = Evaluator(POLICY)
+    decisions = [evaluator.evaluate(parse_snapshot(row)) for row in burst_stream(480, 40, 1.0)]
+    judged = [next(c for c in d.conditions if c.name == "accuracy") for d in decisions[80:]]
+    assert all(c.status == ConditionStatus.OK for c in judged), {c.status for c in judged}
+    assert all(d.action == Action.CONTINUE for d in decisions[80:])
 
 
 def stale_stream(steps: int, stop: int) -> list[dict[str, Any]]:

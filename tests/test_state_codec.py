@@ -16,7 +16,7 @@ from engine.pipeline import Engine, Evaluator, TestState, step
 from engine.policy import load_effective
 from engine.state import CHECKPOINT, REDIS, CannotEncodeError, StateCodec, StateRejectedError
 from engine.state.keys import StateKeyError, configured_key, parse_key
-from engine.state.layout import KNOWN_FIELDS, check_covered, encode
+from engine.state.layout import KNOWN_FIELDS, check_covered, encode, layout_number
 from fuzz.invariants import check_state_blob, state_seeds
 from tests.support.hostile_states import hostile_blobs, ran
 
@@ -227,3 +227,10 @@ def test_the_layout_id_follows_the_shape_the_code_gives_the_policy() -> None:
     balanced = StateCodec(POLICY, KEY)
     assert conservative.layout != balanced.layout  # its floor (0.90) changes the floor detector's settings
     assert StateCodec(POLICY, b"y" * 32).layout == balanced.layout
+
+
+def test_a_layout_number_fits_the_stores_signed_32_bit_column() -> None:
+    """PostgreSQL keeps it as INTEGER: a layout whose hash had its top bit set failed every save."""
+    numbers = [layout_number(f"layout {i}") for i in range(256)]
+    assert all(0 <= n < 2**31 for n in numbers)
+    assert len(set(numbers)) == len(numbers)

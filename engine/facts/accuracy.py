@@ -165,12 +165,26 @@ def covered(current: float | None, t: float, labeled: int | None, until: float |
     return current
 
 
+Delivery = tuple[float, int, int]  # an arm's latest labels: when they came, how many, how many correct
+
+
+def _latest(current: Delivery | None, t: float, labeled: int | None, correct: int | None) -> Delivery | None:
+    return (t, labeled, correct or 0) if labeled else current
+
+
 @dataclass(frozen=True, slots=True)
 class AccuracyWindow:
+    """The last `window` of labels as they came, and at least each arm's latest delivery: with
+    labels in bursts minutes apart, the condition keeps judging the latest burst until the next
+    comes (its age bounded by max_label_lag_seconds), instead of falling silent between bursts
+    while its evidence stands."""
+
     labels: RollingSums
     detectors: tuple[tuple[str, Detector], ...] = ()
     champion_covered: float | None = None  # up to when each arm's labels cover its predictions
     challenger_covered: float | None = None
+    champion_latest: Delivery | None = None
+    challenger_latest: Delivery | None = None
 
     @classmethod
     def start(cls, condition: Condition, detectors: Sequence[tuple[str, Detector]] = ()) -> Self:
@@ -181,12 +195,30 @@ class AccuracyWindow:
         t = s.timestamp
         mine = covered(self.challenger_covered, t, challenger.labeled, challenger.labels_until)
         theirs = covered(self.champion_covered, t, champion.labeled, champion.labels_until)
+        latest = self.champion_latest, self.challenger_latest
         if champion.labeled is None and challenger.labeled is None:
             if (mine, theirs) == (self.challenger_covered, self.champion_covered):
                 return self
-            return type(self)(self.labels, self.detectors, theirs, mine)
+            return type(self)(self.labels, self.detectors, theirs, mine, *latest)
         row = Labels(champion.labeled or 0, champion.correct or 0, challenger.labeled or 0, challenger.correct or 0)
-        return type(self)(self.labels.add(t, row), advance(self.detectors, s), theirs, mine)
+        return type(self)(
+            self.labels.add(t, row),
+            advance(self.detectors, s),
+            theirs,
+            mine,
+            _latest(latest[0], t, champion.labeled, champion.correct),
+            _latest(latest[1], t, challenger.labeled, challenger.correct),
+        )
+
+    def _sums(self, t: float) -> Labels:
+        """The window's labels, with each arm's latest delivery added when the window has let it go."""
+        n: Labels = self.labels.sums(t)
+        champion, challenger = self.champion_latest, self.challenger_latest  # in the window, they count already
+        if champion is not None and n.champion_labeled == 0:
+            n = n._replace(champion_labeled=champion[1], champion_correct=champion[2])
+        if challenger is not None and n.challenger_labeled == 0:
+            n = n._replace(challenger_labeled=challenger[1], challenger_correct=challenger[2])
+        return n
 
     def lags(self, t: float) -> dict[str, float]:
         """Seconds each arm's labels lag behind the snapshot at t (an arm never labeled has none)."""
@@ -214,7 +246,7 @@ class AccuracyWindow:
         return reading
 
     def _read(self, s: Snapshot, condition: Condition) -> Reading:
-        n: Labels = self.labels.sums(s.timestamp)
+        n = self._sums(s.timestamp)
         facts: dict[str, float] = {"samples": n.challenger_labeled}
         if n.challenger_labeled > 0:
             low, high = stats.wilson_interval(n.challenger_correct, n.challenger_labeled)

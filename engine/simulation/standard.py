@@ -6,8 +6,10 @@ scenarios, so numbers measured on different days or policies can be set side by 
         realistic latency: heavy tails and GC pauses in both arms (a pause slows 1-3% of an
             arm's requests in one snapshot to ~20 ms, its mean +40%)
         late labels: per arm, in bursts every 5-20 minutes, 10-30 minutes late; champion 0.95
+            and 0.88, challenger at 20%, 10 labels/s
     a shift both arms share: accuracy x 0.93 for both from 1 h on (below the 0.85 floor); the
-        challenger is no worse, so every cut-back is a false one
+        challenger is no worse, so every cut-back is a false one; with prompt labels and with
+        late ones (champion 0.95 -> 0.8835)
     regressions, diurnal traffic, 100 labels/s, 4 h tests, each from the start and from 2 h on:
         accuracy -7% relative (champion 0.88 -> 0.818)
         accuracy -5% relative with champion 0.95 (-> 0.9025, above the 0.85 floor: only the
@@ -17,7 +19,8 @@ scenarios, so numbers measured on different days or policies can be set side by 
         tail: 2% of the challenger's requests at ~6 ms (p99 doubles), realistic latency
         error rate x4 (1% -> 4%)
         a small challenger: 1% of the traffic, 0.5 labels/s (15 a snapshot), accuracy -15%
-        late labels, per arm, challenger at 20%: accuracy -6% with champion 0.95
+        late labels, per arm, challenger at 20%: accuracy -6% with champion 0.95 and with 0.88
+            (6 h tests, 10 labels/s)
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ REGRESSIONS: tuple[tuple[str, Effect, StreamConfig], ...] = (  # name, effect (i
         Effect("accuracy", -0.06),
         replace(BASE, hours=6.0, label_rate=10.0, accuracy=0.95, rollout=20.0, labels="late"),
     ),
+    (
+        "accuracy -6%, late labels (champion 0.88, challenger at 20%)",
+        Effect("accuracy", -0.06),
+        replace(BASE, hours=6.0, label_rate=10.0, rollout=20.0, labels="late"),
+    ),
 )
 
 
@@ -63,15 +71,32 @@ def standard_studies(seed: int = 0) -> list[StudySpec]:
         StudySpec(
             "A/A, realistic latency", replace(aa, label_rate=100.0, latency_model="realistic"), REALISTIC_TESTS, seed
         ),
-        StudySpec(
-            "A/A, late labels (champion 0.95)",
-            replace(aa, label_rate=10.0, accuracy=0.95, rollout=20.0, labels="late"),
-            REALISTIC_TESTS,
-            seed,
+        *(
+            StudySpec(
+                f"A/A, late labels (champion {accuracy:g})",
+                replace(aa, label_rate=10.0, accuracy=accuracy, rollout=20.0, labels="late"),
+                REALISTIC_TESTS,
+                seed,
+            )
+            for accuracy in (0.95, 0.88)
         ),
         StudySpec(
             "shared shift: both arms' accuracy -7% from 1 h",
             replace(aa, hours=SHARED_HOURS, label_rate=100.0, effects=(Effect("shared", -0.07, 3600.0),)),
+            SHARED_TESTS,
+            seed,
+        ),
+        StudySpec(
+            "shared shift, late labels (champion 0.95)",
+            replace(
+                aa,
+                hours=SHARED_HOURS,
+                label_rate=10.0,
+                accuracy=0.95,
+                rollout=20.0,
+                labels="late",
+                effects=(Effect("shared", -0.07, 3600.0),),
+            ),
             SHARED_TESTS,
             seed,
         ),

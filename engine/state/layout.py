@@ -26,7 +26,7 @@ from operator import mul
 
 from ..contract.snapshot import MAX_LATENCY_BOUNDS, MAX_LATENCY_MS
 from ..facts import TestWindows
-from ..facts.accuracy import AccuracyWindow
+from ..facts.accuracy import AccuracyWindow, Delivery
 from ..facts.anomaly import RECENT, WIDTH, AnomalyHistory, Column, PairSums
 from ..facts.cache import CacheWindow
 from ..facts.confidence import ConfidenceWindows
@@ -46,7 +46,7 @@ from .wire import Reader, StateFormatError, Writer
 
 # The layout's version: bump it whenever what is written, or in which order, changes. The id that
 # goes on the wire (`LAYOUT`) is derived from it, so two builds that disagree refuse each other.
-LAYOUT_VERSION = 2  # 2: the accuracy window's label coverage per arm
+LAYOUT_VERSION = 3  # 2: the accuracy window's label coverage per arm; 3: its latest delivery per arm
 LAYOUT = int.from_bytes(hashlib.sha256(f"abguard-state-layout-{LAYOUT_VERSION}".encode()).digest()[:4], "big")
 QUANTUM = float(SCALE)  # stats.quantize's grid: round(value * SCALE)
 MAX_ROW_VALUE = 1e18  # an anomaly row's metrics (rates, ms, rps) are far below; past ~1e296 quantizing overflows
@@ -85,6 +85,10 @@ def _put_window(w: Writer, window: object) -> None:
         _put_detectors(w, window.detectors)
         w.opt_f64(window.champion_covered)
         w.opt_f64(window.challenger_covered)
+        for latest in (window.champion_latest, window.challenger_latest):
+            w.flag(latest is not None)
+            if latest is not None:
+                w.numbers(latest)
     elif isinstance(window, LatencyWindows):
         for arm in (window.champion, window.challenger):
             w.flag(arm is not None)
@@ -159,8 +163,12 @@ def skeleton(template: TestState) -> str:
 
 
 def layout_id(template: TestState) -> int:
-    text = f"{LAYOUT}|{skeleton(template)}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    return layout_number(f"{LAYOUT}|{skeleton(template)}")
+
+
+def layout_number(text: str) -> int:
+    """31 bits of the text's SHA-256: the stores keep it in a signed 32-bit column (PostgreSQL's INTEGER)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class Names:
@@ -215,12 +223,28 @@ def decode(data: bytes, template: TestState, names: Names) -> TestState:
     )
 
 
+def _delivery(r: Reader, at: str) -> Delivery | None:
+    """An arm's latest labels: (time, labeled, correct), labeled > 0 and 0 <= correct <= labeled."""
+    if not r.flag(at):
+        return None
+    values = r.numbers(at, 3)
+    if len(values) != 3:
+        raise StateFormatError(f"{at}: {len(values)} numbers, not (time, labeled, correct)")
+    t, labeled, correct = values
+    if not isinstance(labeled, int) or not isinstance(correct, int) or not 0 <= correct <= labeled or labeled < 1:
+        raise StateFormatError(f"{at}: labeled {labeled!r} and correct {correct!r} are not counts with 1 <= labeled")
+    if not math.isfinite(t):
+        raise StateFormatError(f"{at}: time {t!r} is not finite")
+    return float(t), labeled, correct
+
+
 def _window(r: Reader, name: str, shape: ConditionWindow) -> ConditionWindow:
     at = f"windows.{name}"
     if isinstance(shape, AccuracyWindow):
         labels, detectors = _sums(r, f"{at}.labels", shape.labels), _detectors(r, at, shape.detectors)
         theirs, mine = r.opt_f64(f"{at}.champion_covered"), r.opt_f64(f"{at}.challenger_covered")
-        return AccuracyWindow(labels, detectors, theirs, mine)
+        latest = _delivery(r, f"{at}.champion_latest"), _delivery(r, f"{at}.challenger_latest")
+        return AccuracyWindow(labels, detectors, theirs, mine, *latest)
     if isinstance(shape, LatencyWindows):
         arms = _arm(r, f"{at}.champion", shape.window), _arm(r, f"{at}.challenger", shape.window)
         return LatencyWindows(shape.window, *arms, _detectors(r, at, shape.detectors))
@@ -411,7 +435,14 @@ KNOWN_FIELDS: dict[type, tuple[str, ...]] = {
     TestState: ("windows", "last_time", "last_interval", "indicator_since", "rule_since", "history", "recent", "cuts"),
     TestHistory: ("rolled_back_at", "rolled_back_by", "reduced"),
     TestWindows: ("windows", "failed"),
-    AccuracyWindow: ("labels", "detectors", "champion_covered", "challenger_covered"),
+    AccuracyWindow: (
+        "labels",
+        "detectors",
+        "champion_covered",
+        "challenger_covered",
+        "champion_latest",
+        "challenger_latest",
+    ),
     LatencyWindows: ("window", "champion", "challenger", "detectors"),
     ArmLatency: ("bounds", "sums"),
     ConfidenceWindows: ("challenger_bins", "champion_bins", "baseline", "duplicates", "detectors"),

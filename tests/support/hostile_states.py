@@ -64,6 +64,7 @@ def hostile_blobs(
         state, "accuracy", replace(accuracy, labels=replace(labels, packed=array("q", [first, -5, 1, 1, 1])))
     )
     rule = policy.rules[0].name
+    overcounted = _with_window(state, "accuracy", replace(accuracy, challenger_latest=(state.last_time, 5, 9)))
 
     layout = StateCodec(policy, key).layout
 
@@ -80,6 +81,7 @@ def hostile_blobs(
         "huge-length": sealed(body[:17] + struct.pack("<I", 0x7FFFFFF0) + body[21:]),
         "negative-cut": sealed(encode(replace(state, cuts={f"rule:{rule}": -5.0}))),
         "negative-count": sealed(encode(negative)),
+        "more-correct-than-labeled": sealed(encode(overcounted)),
         "unknown-indicator": sealed(encode(replace(state, indicator_since={"os.system": state.last_time}))),
         "trailing-bytes": sealed(body + b"\x00"),
         "another-tests-blob": other_test,
