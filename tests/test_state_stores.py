@@ -33,8 +33,8 @@ ROWS = [json.loads(line) for line in (ROOT / "scenarios" / "latency_spike.jsonl"
 SPLIT = 36  # the latency spike is under way: held indicators, a traffic cut, detectors in alarm
 NAMES = [
     "crafted-pickle", "truncated", "empty", "bit-flipped", "wrong-layout", "nan", "huge-length",
-    "negative-cut", "negative-count", "more-correct-than-labeled", "unknown-indicator", "trailing-bytes", "another-tests-blob",
-    "an-earlier-versions-blob", "a-day-ahead", "an-earlier-state-resealed",
+    "negative-cut", "negative-count", "more-correct-than-labeled", "unknown-indicator", "trailing-bytes",
+    "another-tests-blob", "an-earlier-versions-blob", "a-day-ahead", "an-earlier-state-resealed",
 ]  # fmt: skip
 
 
