@@ -24,6 +24,7 @@ from engine.api.servicer import RiskServicer, create_server
 from engine.api.v1 import risk_pb2 as pb
 from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.http import HttpServer, create_app
+from engine.http.server import trusted_networks
 from engine.security.config import load_auth
 from engine.security.gate import CURRENT, Gate
 from engine.security.identity import Identity, new_token, token_hash
@@ -271,3 +272,39 @@ def test_the_evaluate_client_waits_as_told_and_stops_on_credentials(
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "UNAUTHENTICATED" in err  # one line, not one per snapshot
     assert err.rstrip().endswith("(give --token or ABGUARD_TOKEN)")
+
+
+def guesses(served: Served, count: int) -> list[int]:
+    """Bad tokens, each from a different address as X-Forwarded-For tells it."""
+    statuses = []
+    for i in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", served.web.port, timeout=10)
+        headers = {"Authorization": f"Bearer {new_token()}", "X-Forwarded-For": f"203.0.113.{i % 250 + 1}"}
+        connection.request("GET", "/v1/tests/guessed", headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        statuses.append(answer.status)
+    return statuses
+
+
+def test_a_forwarded_address_from_an_untrusted_peer_does_not_escape_the_per_address_limit(serve: Any) -> None:
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told not to: 300 guesses rotated past the
+    limit on unauthenticated callers. Without --trusted-proxies the peer's own address counts."""
+    served = serve(requests_per_second=2, burst=3)
+    statuses = guesses(served, 12)
+    assert statuses[:3] == [401, 401, 401]
+    assert 429 in statuses, statuses
+
+
+def test_a_trusted_proxy_names_the_caller(serve: Any) -> None:
+    served = serve(requests_per_second=2, burst=3)
+    served.web.stop(5)
+    served.web = HttpServer(create_app(served.guard, gate=served.gate), "127.0.0.1:0", trusted_proxies=["127.0.0.0/8"])
+    served.web.start()
+    assert guesses(served, 12) == [401] * 12  # twelve callers, one guess each
+
+
+def test_a_bad_trusted_proxy_is_named() -> None:
+    with pytest.raises(ValueError, match=r"--trusted-proxies: 'not-an-ip' is not an IP address or network"):
+        trusted_networks(["10.0.0.0/8", "not-an-ip"])

@@ -133,6 +133,12 @@ def add_parsers(commands: Any) -> None:
         help="also serve HTTP/JSON, /metrics and the dashboard here, e.g. 127.0.0.1:8080 (ABGUARD_HTTP)",
     )  # fmt: skip
     serve.add_argument(
+        "--trusted-proxies", default=env_default("TRUSTED_PROXIES", ""), metavar="ADDRS",
+        help="comma-separated addresses or networks of the proxies in front of --http whose X-Forwarded-For"
+        " names the caller (per-address limits count that address); from any other peer the header is"
+        " ignored. Default none (ABGUARD_TRUSTED_PROXIES)",
+    )  # fmt: skip
+    serve.add_argument(
         "--pull", default=env_default("PULL", None), metavar="FILE",
         help="build the listed tests' snapshots from Prometheus every interval (ABGUARD_PULL)",
     )  # fmt: skip
@@ -306,6 +312,9 @@ def _listeners(
     except OSError as error:
         server.stop(None)
         raise _CannotListen(f"cannot listen on {args.http} (--http): {error}") from None
+    except ValueError as error:  # names the flag: --trusted-proxies
+        server.stop(None)
+        raise _CannotListen(str(error)) from None
 
 
 def _shut_down(
@@ -356,7 +365,7 @@ def _http_server(
 
         peer_of = http_peer
     app = create_app(guard, metrics, log_event, max(1, args.workers // 4), gate, peer_of)
-    return HttpServer(app, args.http, tls)
+    return HttpServer(app, args.http, tls, args.trusted_proxies.split(","))
 
 
 def _shared_records(args: argparse.Namespace) -> RollbackRecords | None:

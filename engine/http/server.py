@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import threading
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
@@ -18,7 +20,12 @@ if TYPE_CHECKING:
 
 
 class HttpServer:
-    def __init__(self, app: Starlette, address: str, tls: ServerTls | None = None) -> None:
+    def __init__(
+        self, app: Starlette, address: str, tls: ServerTls | None = None, trusted_proxies: Sequence[str] = ()
+    ) -> None:
+        """`trusted_proxies`: the addresses or networks whose X-Forwarded-For names the caller; from
+        any other peer the header is ignored (uvicorn would trust 127.0.0.1 and FORWARDED_ALLOW_IPS)."""
+        trusted = trusted_networks(trusted_proxies)
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise OSError(f"{address!r} is not HOST:PORT")
@@ -40,6 +47,7 @@ class HttpServer:
             app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
             http=PeerCertProtocol if tls is not None else "auto",
             ssl_context_factory=(lambda _config, _default: context) if context is not None else None,
+            proxy_headers=bool(trusted), forwarded_allow_ips=[str(network) for network in trusted],
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="abguard-http", daemon=True)
@@ -79,3 +87,17 @@ class PeerCertProtocol(H11Protocol):
             await app(scope, receive, send)
 
         self.app = with_tls
+
+
+def trusted_networks(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Addresses or CIDR networks (`10.0.0.0/8`, `::1`), each checked; ValueError names the bad one."""
+    out = []
+    for value in values:
+        text = value.strip()
+        if not text:
+            continue
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"--trusted-proxies: {text!r} is not an IP address or network") from None
+    return tuple(out)
