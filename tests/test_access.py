@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from engine.api.v1 import risk_pb2 as pb
 from engine.api.v1 import risk_pb2_grpc as rpc
 from engine.http.app import create_app
+from engine.http.openapi import document
 from engine.security.identity import new_token, token_hash
 from engine.security.roles import GRPC_METHODS, ROLES, holders
 from tests.conftest import snapshot
@@ -213,9 +214,11 @@ def test_every_route_of_the_app_is_in_the_table_here(tmp_path: Path) -> None:
 @pytest.mark.parametrize("who", [*sorted(ROLES), "nobody", "stranger"])
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_http_route_by_role(served: Server, route: tuple[str, str], who: str) -> None:
-    method, _ = route
+    method, pattern = route
     path, body, allowed = ROUTES[route]
     status, headers, answer = http(served, method, path, who, body)
+    documented = document()["paths"][pattern][method.lower()]["responses"]
+    assert str(status) in documented, f"{method} {pattern} answered {status}, documented {sorted(documented)}"
     if "*" in allowed or who in allowed:
         assert status not in (401, 403), answer
     elif who in ("nobody", "stranger"):

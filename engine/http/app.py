@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from ..api.errors import ReloadUnavailableError, TooManyWatchersError
 from ..api.paging import cursor, page_token
@@ -32,10 +32,11 @@ from ..security.limits import LimitError, Limits, LimitSettings
 from ..security.roles import ROLES, Permission
 from ..service import Guard, UnknownTestError
 from ..store import Record
-from .access import COOKIE, HEALTH, IDENTIFIED, METRICS, OPEN, HttpAccess, Need, identity_of, no_peer
+from .access import COOKIE, HttpAccess, identity_of, no_peer
 from .dashboard import risk_dashboard
 from .openapi import document
 from .problem import problem, problem_of
+from .routes import ROUTES
 from .verdicts import HOOKS, Latest, argo_verdict, flagger_answer, flagger_test_id
 
 MAX_BODY = 1 << 20  # bytes of a request body; a snapshot is a few KB
@@ -58,33 +59,7 @@ def create_app(
 ) -> Starlette:  # fmt: skip
     """The HTTP API; `gate`: who may call which route, and the limits (without one, anyone may do anything)."""
     api = _Api(guard, metrics, log, max_watchers, gate)
-    P = Permission  # the table reads as one: path, handler, methods, what it needs
-    table: list[tuple[str, Any, str, Need]] = [
-        ("/v1/evaluate", api.evaluate, "POST", P.EVALUATE),
-        ("/v1/whoami", api.whoami, "GET", IDENTIFIED),
-        ("/v1/session", api.open_session, "POST", IDENTIFIED),
-        ("/v1/session", api.close_session, "DELETE", OPEN),
-        ("/v1/tests", api.tests, "GET", P.READ),
-        ("/v1/policy", api.policy, "GET", P.READ),
-        ("/v1/policy/reload", api.reload, "POST", P.OPERATE),
-        ("/v1/tests/{test_id:path}/decisions", api.decisions, "GET", P.READ),
-        ("/v1/tests/{test_id:path}/audit", api.audit, "GET", P.AUDIT),
-        ("/v1/tests/{test_id:path}/rollbacks", api.rollbacks, "GET", P.READ),
-        ("/v1/tests/{test_id:path}/rollbacks/{rollback_id}/steps", api.report_step, "POST", P.REPORT),
-        ("/v1/tests/{test_id:path}/rollback", api.rollback, "POST", P.OPERATE),
-        ("/v1/tests/{test_id:path}/restart", api.restart, "POST", P.OPERATE),
-        ("/v1/tests/{test_id:path}/verdict", api.verdict, "GET", P.READ),
-        ("/v1/tests/{test_id:path}/dashboard", api.dashboard, "GET", P.READ),
-        ("/v1/tests/{test_id:path}", api.test, "GET", P.READ),
-        ("/v1/flagger/{hook}", api.flagger, "POST", P.READ),
-        ("/v1/watch", api.watch, "GET", P.READ),
-        ("/healthz", api.healthz, "GET", HEALTH),
-        ("/readyz", api.readyz, "GET", HEALTH),
-        ("/metrics", api.metrics_text, "GET", METRICS),
-        ("/openapi.json", api.openapi, "GET", OPEN),
-        ("/", api.page, "GET", OPEN),
-        ("/static/{name}", api.static, "GET", OPEN),
-    ]
+    table = [(path, getattr(api, handler), method, need) for path, handler, method, need in ROUTES]
     access = HttpAccess(gate, peer_of)
     routes = [
         Route(path, access.protect(handler, need, f"{method} {path.replace(':path', '')}"), methods=[method])
@@ -98,7 +73,15 @@ async def _not_found(request: Request, _error: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, _error: Exception) -> Response:
-    return problem(405, f"{request.method} is not allowed on {request.url.path}", "METHOD_NOT_ALLOWED")
+    """405 with `Allow`: every method of every route on this path (Starlette's own names the first route's)."""
+    answer = problem(405, f"{request.method} is not allowed on {request.url.path}", "METHOD_NOT_ALLOWED")
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    if methods:
+        answer.headers["Allow"] = ", ".join(sorted(methods))
+    return answer
 
 
 def _mapped(handler: Callable[[_Api, _Call], Response]) -> Callable[[_Api, Request], Awaitable[Response]]:

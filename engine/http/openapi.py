@@ -7,6 +7,8 @@ from functools import cache
 from typing import Any
 
 from ..contract import Action, RiskLevel
+from .access import IDENTIFIED, OPEN
+from .routes import ROUTES
 
 VERSION = "1.0.0"
 _ACTIONS = [a.value for a in Action]
@@ -38,6 +40,18 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _access_errors(paths: dict[str, Any]) -> None:
+    """What the gate in front of a route may answer, added to its documented responses: 401 and
+    429 on every guarded route, 403 where a permission is needed (ROUTES says which; /healthz,
+    /readyz and /metrics need one unless the auth file opens them)."""
+    for path, _handler, method, need in ROUTES:
+        operation = paths.get(path.replace(":path", ""), {}).get(method.lower())
+        if operation is None or need == OPEN:
+            continue
+        statuses = (401, 429) if need == IDENTIFIED else (401, 403, 429)  # health and metrics need READ, METRICS
+        operation["responses"].update({str(s): _PROBLEM for s in statuses if str(s) not in operation["responses"]})
 
 
 @cache
@@ -229,6 +243,7 @@ def document() -> dict[str, Any]:
             "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {
                 "field": {"type": "string"}, "message": {"type": "string"}}}}}},
     }  # fmt: skip
+    _access_errors(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "abguard", "version": VERSION, "description": "Guarding ML model A/B tests over HTTP/JSON"},
