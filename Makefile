@@ -73,12 +73,17 @@ lint-bandit: install
 	$(BIN)/bandit -q -r engine -x engine/api/v1 -t $(BANDIT_TESTS)
 
 # Generated files are current, the shipped policies are valid and the locks agree with pyproject.toml.
+# buf lint and buf breaking against the released API (CHANGELOG.md); .ci/deps/buf.sh installs buf
+BUF ?= $(or $(ABGUARD_BUF_DIR),$(HOME)/.cache/abguard/buf)/node_modules/.bin/buf
+
 check: install
 	$(BIN)/python requirements/lockcheck.py
 	$(BIN)/abguard policy schema --check policies/schema
 	$(BIN)/abguard policy validate policies
 	@tmp=$$(mktemp -d) && $(call protoc,$$tmp) && for f in $(GEN); do cmp -s $$tmp/$$f $$f || \
 		{ echo "$$f is out of date: run make proto"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
+	@bash .ci/deps/buf.sh >/dev/null
+	cd protos && $(BUF) lint && $(BUF) breaking --against released/abguard-v1.binpb
 
 # Known vulnerabilities in the locked dependencies (requirements/audit.py: exit 1 for one found, 2 when no
 # vulnerability service can be reached, unless ABGUARD_AUDIT_OFFLINE_OK=1).

@@ -30,6 +30,7 @@ VERBS = {
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or only `verb`'s module when it names one (the others stay unimported)."""
     parser = argparse.ArgumentParser(prog="abguard", description="Guard ML model A/B tests with risk policies.")
+    parser.add_argument("--version", action="version", version=versions(), help="the package, API and schema versions")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = [VERBS[verb]] if verb in VERBS else list(dict.fromkeys(VERBS.values()))
     for name in names:
@@ -65,3 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+API_VERSION = "abguard.v1"  # the gRPC package (protos/engine/api/v1/risk.proto); its descriptor is protos/released/
+POLICY_SCHEMA_VERSION = "abguard/v1"  # the policies' apiVersion (policies/schema/)
+
+
+def versions() -> str:
+    """What `abguard --version` prints: the package, the gRPC and HTTP APIs, the policy schema."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    from ..http.openapi import VERSION as HTTP_VERSION  # noqa: PLC0415
+
+    try:
+        package = version("abguard")
+    except PackageNotFoundError:
+        package = "unknown (not installed)"
+    return f"abguard {package}; gRPC API {API_VERSION}; HTTP API {HTTP_VERSION}; policy schema {POLICY_SCHEMA_VERSION}"
