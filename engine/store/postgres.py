@@ -115,7 +115,7 @@ class PostgresLog(RecordReads):
         self._local = threading.local()
         self._timeout = timeout
         try:  # one plain connection first: its error says why (refused, no such database, auth)
-            first = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)))
+            first = psycopg.connect(bounded(url), autocommit=True, connect_timeout=max(1, int(timeout)))
             with first as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(SCHEMA)
@@ -339,12 +339,43 @@ class PostgresLog(RecordReads):
             yield
 
 
+# Every session abguard opens is bounded, so a stalled peer or a silent server never holds a call:
+# a lock wait gives up (a retryable error: UNAVAILABLE) instead of queueing behind a paused replica's
+# transaction; the server ends a decision-log transaction whose client went quiet, and any statement
+# past a limit; TCP gives up on a server that stops acknowledging (tcp_user_timeout) or answering
+# (keepalives). The lock limit leaves room for a legitimate transaction (an EvaluateBatch of 1000
+# snapshots holds the chain head for about half a second).
+LOCK_TIMEOUT_MS = 2_000
+IDLE_IN_TRANSACTION_MS = 5_000
+STATEMENT_TIMEOUT_MS = 30_000
+TCP_USER_TIMEOUT_MS = 3_000
+
+
+def bounded(url: str, lock_ms: int = LOCK_TIMEOUT_MS, idle_ms: int | None = IDLE_IN_TRANSACTION_MS) -> str:
+    """The URL's connection string with abguard's limits; settings the URL's own `options` make win."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    limits = f"-c lock_timeout={lock_ms} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    if idle_ms is not None:
+        limits += f" -c idle_in_transaction_session_timeout={idle_ms}"
+    options = f"{limits} {info['options']}" if info.get("options") else limits
+    return psycopg.conninfo.make_conninfo(
+        url, options=options, keepalives=1, keepalives_idle=5, keepalives_interval=1, keepalives_count=3,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+    )  # fmt: skip
+
+
 def open_pool(
-    url: str, name: str, size: int, timeout: float, what: str, check: Callable[..., Any] | None = None
+    url: str,
+    name: str,
+    size: int,
+    timeout: float,
+    what: str,
+    check: Callable[..., Any] | None = None,
+    conninfo: str | None = None,
 ) -> ConnectionPool[psycopg.Connection[Any]]:
-    """An open pool of autocommit connections; LogOpenError naming `what` when none can be made."""
+    """An open pool of autocommit connections (to `conninfo`, bounded(url) by default); LogOpenError naming `what`."""
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-        url,
+        conninfo or bounded(url),
         min_size=1,
         max_size=size,
         timeout=timeout,

@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from . import LogError, LogOpenError, LogWriteError
-from .postgres import one_line, open_pool, safe_url, translated
+from .postgres import bounded, one_line, open_pool, safe_url, translated
 from .rollbacks import Cursor, OutboxItem, RollbackRecords, Tx
 
 SCHEMA = """
@@ -53,6 +53,9 @@ CREATE INDEX IF NOT EXISTS outbox_undone ON outbox (id) WHERE done_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_by_test ON outbox (test_id, id);
 CREATE TABLE IF NOT EXISTS rollback_meta (name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL);
 """
+# a lock wait on the rollback records gives up after this (their transactions may wait on an alert
+# being queued, never on a network call); no idle-in-transaction limit: the records' worker is one process
+ROLLBACK_LOCK_MS = 5_000
 LEADER_SILENCE = 10  # seconds without a word after which PostgreSQL ends the sender's session
 SCHEMA_LOCK = 7_310_012  # advisory lock id: replicas starting together create the tables one at a time
 # advisory locks are per database: the outbox's and each test's are keyed by the schema too
@@ -80,7 +83,8 @@ class PostgresRollbackStore(RollbackRecords):
         self.path = safe_url(url)
         self._connect_timeout = max(1, int(timeout))
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=self._connect_timeout) as conn:
+            conninfo = bounded(url, ROLLBACK_LOCK_MS, None)
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout) as conn:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     conn.execute(SCHEMA)
@@ -95,8 +99,9 @@ class PostgresRollbackStore(RollbackRecords):
         # checked on checkout (a round trip; records change rarely): the first write after an outage
         # gets a live connection, not one the outage broke, so no outbox item is lost to it
         self._pool = open_pool(
-            url, "abguard-rollbacks", pool_size, timeout, "the rollback records", ConnectionPool.check_connection
-        )
+            url, "abguard-rollbacks", pool_size, timeout, "the rollback records", ConnectionPool.check_connection,
+            bounded(url, ROLLBACK_LOCK_MS, None),
+        )  # fmt: skip
         self._leader: psycopg.Connection[Any] | None = None  # the session that holds (or asks for) the outbox
         self._leading = False
         self._leader_lock = threading.Lock()
@@ -124,7 +129,8 @@ class PostgresRollbackStore(RollbackRecords):
             try:
                 if self._leader is None or self._leader.closed or self._leader.broken:
                     self._leading = False
-                    self._leader = psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
+                    conninfo = bounded(self.url, ROLLBACK_LOCK_MS, None)
+                    self._leader = psycopg.connect(conninfo, autocommit=True, connect_timeout=self._connect_timeout)
                     # a sender cut off from PostgreSQL (a partition, a proxy that keeps the server side
                     # open) must not hold the outbox until TCP notices, hours later: the server ends a
                     # session silent for LEADER_SILENCE, and the live sender speaks every tick (0.5 s)
