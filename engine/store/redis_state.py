@@ -20,6 +20,8 @@ import urllib.parse
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import LogWriteError, SharedState
 
@@ -33,6 +35,12 @@ return 1
 """
 
 
+# One Redis command waits at most this long, twice: a call's few commands stay well inside a
+# gateway's deadline (redis-py's default, 3 retries with backoff, turned a silent Redis into
+# DEADLINE_EXCEEDED for clients with deadlines of 5 s or less, instead of UNAVAILABLE).
+REDIS_TIMEOUT = 0.5
+
+
 class StateUnavailableError(LogWriteError):
     """Redis did not answer: nothing was decided (retry), or the decision is logged and only the cache is behind."""
 
@@ -40,15 +48,16 @@ class StateUnavailableError(LogWriteError):
 class RedisStates:
     """The per-test state cache; `url` redis://host:port/db, with an optional ?prefix= for its keys."""
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = REDIS_TIMEOUT) -> None:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qs(parts.query)
         self.prefix = (query.pop("prefix", ["abguard"]) or ["abguard"])[0]
         rest = urllib.parse.urlencode({key: values[-1] for key, values in query.items()})
         self.url = urllib.parse.urlunsplit(parts._replace(query=rest))
         self._redis: redis.Redis = redis.Redis.from_url(
-            self.url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-        )
+            self.url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+            retry=Retry(NoBackoff(), 1),  # once at once (a connection a restart broke), never 3 times with backoff
+        )  # fmt: skip
         self._put: Any = self._redis.register_script(_PUT)
 
     @property

@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -77,7 +78,9 @@ def through(url: str, proxy: TcpProxy) -> str:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:port to a target; cut() drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:port to a target; cut() drops every connection and refuses new ones;
+    silence() holds every byte both ways with nothing closed (a server that stops answering, packets
+    dropped, no reset) until speak()."""
 
     def __init__(self, target_url: str) -> None:
         parts = urllib.parse.urlsplit(target_url)
@@ -87,6 +90,7 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = threading.Event()
+        self._silent = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -102,6 +106,12 @@ class TcpProxy:
 
     def mend(self) -> None:
         self._cut.clear()
+
+    def silence(self) -> None:
+        self._silent.set()
+
+    def speak(self) -> None:
+        self._silent.clear()
 
     def close(self) -> None:
         self._closed = True
@@ -131,6 +141,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                while self._silent.is_set() and not self._closed:
+                    time.sleep(0.02)
                 sink.sendall(data)
         except OSError:
             pass
