@@ -44,7 +44,8 @@ def test_a_silent_redis_is_unavailable_within_a_short_deadline(proxied: tuple[st
 
     def evaluate(step: int, deadline: float) -> pb.EvaluateResponse:
         request = pb.EvaluateRequest(snapshot=json_format.ParseDict(snapshot("silent-redis", step), pb.Snapshot()))
-        return stub.Evaluate(request, timeout=deadline)
+        answer: pb.EvaluateResponse = stub.Evaluate(request, timeout=deadline)
+        return answer
 
     try:
         assert evaluate(0, 5).decision.test_id == "silent-redis"
