@@ -165,11 +165,11 @@ def covered(current: float | None, t: float, labeled: int | None, until: float |
     return current
 
 
-Delivery = tuple[float, int, int]  # an arm's latest labels: when they came, how many, how many correct
+Delivery = tuple[int, int]  # an arm's latest labels: how many, how many correct
 
 
-def _latest(current: Delivery | None, t: float, labeled: int | None, correct: int | None) -> Delivery | None:
-    return (t, labeled, correct or 0) if labeled else current
+def _latest(current: Delivery | None, labeled: int | None, correct: int | None) -> Delivery | None:
+    return (labeled, correct or 0) if labeled else current
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +206,8 @@ class AccuracyWindow:
             advance(self.detectors, s),
             theirs,
             mine,
-            _latest(latest[0], t, champion.labeled, champion.correct),
-            _latest(latest[1], t, challenger.labeled, challenger.correct),
+            _latest(latest[0], champion.labeled, champion.correct),
+            _latest(latest[1], challenger.labeled, challenger.correct),
         )
 
     def _sums(self, t: float) -> Labels:
@@ -215,9 +215,9 @@ class AccuracyWindow:
         n: Labels = self.labels.sums(t)
         champion, challenger = self.champion_latest, self.challenger_latest  # in the window, they count already
         if champion is not None and n.champion_labeled == 0:
-            n = n._replace(champion_labeled=champion[1], champion_correct=champion[2])
+            n = n._replace(champion_labeled=champion[0], champion_correct=champion[1])
         if challenger is not None and n.challenger_labeled == 0:
-            n = n._replace(challenger_labeled=challenger[1], challenger_correct=challenger[2])
+            n = n._replace(challenger_labeled=challenger[0], challenger_correct=challenger[1])
         return n
 
     def lags(self, t: float) -> dict[str, float]:

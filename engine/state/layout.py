@@ -224,18 +224,16 @@ def decode(data: bytes, template: TestState, names: Names) -> TestState:
 
 
 def _delivery(r: Reader, at: str) -> Delivery | None:
-    """An arm's latest labels: (time, labeled, correct), labeled > 0 and 0 <= correct <= labeled."""
+    """An arm's latest labels: (labeled, correct), 1 <= labeled and 0 <= correct <= labeled."""
     if not r.flag(at):
         return None
-    values = r.numbers(at, 3)
-    if len(values) != 3:
-        raise StateFormatError(f"{at}: {len(values)} numbers, not (time, labeled, correct)")
-    t, labeled, correct = values
+    values = r.numbers(at, 2)
+    if len(values) != 2:
+        raise StateFormatError(f"{at}: {len(values)} numbers, not (labeled, correct)")
+    labeled, correct = values
     if not isinstance(labeled, int) or not isinstance(correct, int) or not 0 <= correct <= labeled or labeled < 1:
         raise StateFormatError(f"{at}: labeled {labeled!r} and correct {correct!r} are not counts with 1 <= labeled")
-    if not math.isfinite(t):
-        raise StateFormatError(f"{at}: time {t!r} is not finite")
-    return float(t), labeled, correct
+    return labeled, correct
 
 
 def _window(r: Reader, name: str, shape: ConditionWindow) -> ConditionWindow:

@@ -64,7 +64,7 @@ def hostile_blobs(
         state, "accuracy", replace(accuracy, labels=replace(labels, packed=array("q", [first, -5, 1, 1, 1])))
     )
     rule = policy.rules[0].name
-    overcounted = _with_window(state, "accuracy", replace(accuracy, challenger_latest=(state.last_time, 5, 9)))
+    overcounted = _with_window(state, "accuracy", replace(accuracy, challenger_latest=(5, 9)))
 
     layout = StateCodec(policy, key).layout
 
