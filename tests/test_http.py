@@ -185,8 +185,8 @@ def test_rollbacks_manual_rollback_step_reports_and_restart(server: Server) -> N
 
 def test_unknown_paths_and_methods_are_problems(server: Server) -> None:
     assert server.call("GET", "/v2/nothing")[2]["status"] == 404
-    status, headers, _ = server.call("DELETE", "/v1/evaluate")
-    assert (status, headers["content-type"]) == (405, "application/problem+json")
+    status, headers, body = server.call("DELETE", "/v1/evaluate")
+    assert (status, headers["content-type"], body["title"]) == (405, "application/problem+json", "Method Not Allowed")
     assert headers["allow"] == "POST"
     status, headers, _ = server.call("PUT", "/v1/session")
     assert status == 405 and set(headers["allow"].split(", ")) == {"POST", "DELETE"}

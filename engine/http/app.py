@@ -74,14 +74,12 @@ async def _not_found(request: Request, _error: Exception) -> Response:
 
 async def _not_allowed(request: Request, _error: Exception) -> Response:
     """405 with `Allow`: every method of every route on this path (Starlette's own names the first route's)."""
-    answer = problem(405, f"{request.method} is not allowed on {request.url.path}", "METHOD_NOT_ALLOWED")
     methods: set[str] = set()
     for route in request.app.routes:
         if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods or set()
-    if methods:
-        answer.headers["Allow"] = ", ".join(sorted(methods))
-    return answer
+    detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem(405, detail, "METHOD_NOT_ALLOWED", headers={"Allow": ", ".join(sorted(methods))})
 
 
 def _mapped(handler: Callable[[_Api, _Call], Response]) -> Callable[[_Api, Request], Awaitable[Response]]:

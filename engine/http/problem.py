@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ def problem(
     """One problem document; `errors` name the fields to blame (`challenger.requests`)."""
     body: dict[str, Any] = {
         "type": f"https://abguard.dev/problems/{code.lower().replace('_', '-')}",
-        "title": TITLE.get(status, "Error"),
+        "title": TITLE.get(status) or _phrase(status),
         "status": status,
         "detail": detail[:4000],
         "code": code,
@@ -54,3 +55,10 @@ def problem_of(error: Exception) -> Response | None:
         return None
     code, message, violations = mapped
     return problem(HTTP_OF.get(code, 500), message, code_pb2.Code.Name(code), violations)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
